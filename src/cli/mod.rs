@@ -1,0 +1,134 @@
+//! The command line: clap definitions, shared flag groups, one file per subcommand.
+//!
+//! Data goes to stdout, progress and logs to stderr. Errors are `anyhow` here and nowhere below;
+//! library errors carry their own hints through [`hint_for`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+mod export;
+mod generate;
+mod history;
+mod info;
+mod user;
+
+/// Personalise a local LLM for one person, on their own machine (CHAMELEON on llama.cpp).
+#[derive(Debug, Parser)]
+#[command(name = "chameleon", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand accepts.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Show llama.cpp's own log output (silenced by default).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    /// The SQLite database [default: `$CHAMELEON_DB`, else `~/.local/share/chameleon/chameleon.db`].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+impl Global {
+    /// The database path. Precedence: `--db` > `$CHAMELEON_DB` > platform data dir.
+    pub fn db_path(&self) -> PathBuf {
+        self.db.clone().unwrap_or_else(crate::paths::default_db)
+    }
+}
+
+/// Flags of every subcommand that runs a model.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// GGUF model file [default: `$CHAMELEON_MODEL`, else the model fetched by `models/fetch.sh`].
+    #[arg(long, short, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// CPU threads for llama.cpp [default: all cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Layers to offload to the GPU in CUDA/Metal/Vulkan builds (-1 = all).
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+    pub gpu_layers: i32,
+    /// Context size in tokens.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub ctx: u32,
+}
+
+impl ModelArgs {
+    /// The model path. Precedence: `--model` > `$CHAMELEON_MODEL` > fetched default model.
+    pub fn model_path(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(crate::paths::default_model)
+    }
+
+    /// Load the model these flags name.
+    ///
+    /// # Errors
+    /// When the file is missing or is not a model llama.cpp can load.
+    pub fn load(&self, global: &Global) -> anyhow::Result<crate::llm::Model> {
+        crate::llm::set_verbose(global.verbose);
+        let params = crate::llm::ModelParams { gpu_layers: self.gpu_layers };
+        Ok(crate::llm::Model::load(&self.model_path(), &params)?)
+    }
+
+    /// Context parameters these flags describe.
+    pub fn context_params(&self) -> crate::llm::ContextParams {
+        crate::llm::ContextParams {
+            n_ctx: self.ctx,
+            n_threads: self.threads,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show a model's architecture, layers, hidden size, chat template and fingerprint.
+    Info(info::InfoArgs),
+    /// Answer one prompt.
+    Generate(generate::GenerateArgs),
+    /// Add, list or forget users.
+    User(user::UserArgs),
+    /// Add, import or list a user's history.
+    History(history::HistoryArgs),
+    /// Everything stored about a user, as JSON on stdout.
+    Export(export::ExportArgs),
+    /// Import a user written by `chameleon export`.
+    Import(export::ImportArgs),
+}
+
+/// Run a parsed command line.
+///
+/// # Errors
+/// Whatever the subcommand reports; `main` prints it with its causes.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::llm::set_verbose(cli.global.verbose);
+    match cli.command {
+        Command::Info(args) => info::run(args, &cli.global),
+        Command::Generate(args) => generate::run(args, &cli.global),
+        Command::User(args) => user::run(args, &cli.global),
+        Command::History(args) => history::run(args, &cli.global),
+        Command::Export(args) => export::run_export(args, &cli.global),
+        Command::Import(args) => export::run_import(args, &cli.global),
+    }
+}
+
+/// A `hint:` line for errors the user can fix, found anywhere in the error's chain.
+pub fn hint_for(err: &anyhow::Error) -> Option<String> {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<crate::llm::LlmError>() {
+            if let Some(h) = e.hint() {
+                return Some(h);
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
+            if let Some(h) = e.hint() {
+                return Some(h);
+            }
+        }
+    }
+    None
+}

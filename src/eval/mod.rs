@@ -1,0 +1,1 @@
+//! Evaluation on LaMP-format data: loader, official metrics, methods compared, report.

@@ -1,0 +1,1 @@
+//! The CHAMELEON pipeline: select -> insight -> pairs -> capture -> fit -> profile.

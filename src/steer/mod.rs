@@ -1,0 +1,293 @@
+//! The CHAMELEON edit and its exports.
+//!
+//! At a selected layer every token's MLP output `x` is edited as
+//! `x <- x + alpha <x,p> p`, then `x <- x - beta <x,n> n` (method.md, stage 6), with `p` the personal and
+//! `n` the generic direction, both unit length. The edit is linear:
+//! `x <- (I - beta n n^T)(I + alpha p p^T) x`, so for architectures whose MLP output is `W_down h` it is
+//! also a rank-2 update of `W_down` ([`EditPlan::rank2_factors`]), exportable as a LoRA adapter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The edit of one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerEdit {
+    /// Decoder layer index (0-based).
+    pub layer: usize,
+    /// Personal direction `p` (unit length, or all zero for no personal edit).
+    pub p: Vec<f32>,
+    /// Generic direction `n` (unit length, or all zero for no generic edit).
+    pub n: Vec<f32>,
+    /// Strength of the personal direction.
+    pub alpha: f32,
+    /// Strength of the generic direction's removal.
+    pub beta: f32,
+}
+
+impl LayerEdit {
+    /// Apply the edit to one vector in place.
+    #[inline]
+    pub fn apply(&self, x: &mut [f32]) {
+        debug_assert_eq!(x.len(), self.p.len());
+        if self.alpha != 0.0 {
+            let s = self.alpha * dot(x, &self.p);
+            axpy(s, &self.p, x);
+        }
+        if self.beta != 0.0 {
+            let s = -self.beta * dot(x, &self.n);
+            axpy(s, &self.n, x);
+        }
+    }
+}
+
+/// Which layers to edit and how: one [`LayerEdit`] per edited layer.
+///
+/// A plan is immutable once built; the engine holds it behind an `Arc`, so switching users costs a
+/// pointer swap. Every plan gets a process-unique [`id`](EditPlan::id): the engine keys its KV cache by
+/// it, so states computed under different plans never mix.
+#[derive(Debug)]
+pub struct EditPlan {
+    id: u64,
+    hidden: usize,
+    /// `by_layer[l]` is the index into `edits` of layer `l`'s edit, if any.
+    by_layer: Vec<Option<usize>>,
+    edits: Vec<LayerEdit>,
+}
+
+/// Errors in building an edit plan.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error("layer {layer} is out of range: the model has {n_layer} layers")]
+    LayerOutOfRange { layer: usize, n_layer: usize },
+    #[error("layer {layer} is edited twice")]
+    DuplicateLayer { layer: usize },
+    #[error("direction of layer {layer} has {got} values, the model's hidden size is {hidden}")]
+    WrongSize { layer: usize, got: usize, hidden: usize },
+    #[error("direction of layer {layer} has a non-finite value")]
+    NotFinite { layer: usize },
+}
+
+static NEXT_PLAN_ID: AtomicU64 = AtomicU64::new(1);
+
+impl EditPlan {
+    /// The plan that edits nothing (id 0: identical to running without a plan).
+    pub fn empty(n_layer: usize, hidden: usize) -> Self {
+        EditPlan { id: 0, hidden, by_layer: vec![None; n_layer], edits: Vec::new() }
+    }
+
+    /// Build a plan for a model with `n_layer` layers of hidden size `hidden`.
+    ///
+    /// # Errors
+    /// A layer out of range or given twice, a direction of the wrong size or with NaN/inf.
+    pub fn new(n_layer: usize, hidden: usize, edits: Vec<LayerEdit>) -> Result<Self, PlanError> {
+        let mut by_layer = vec![None; n_layer];
+        for (i, e) in edits.iter().enumerate() {
+            if e.layer >= n_layer {
+                return Err(PlanError::LayerOutOfRange { layer: e.layer, n_layer });
+            }
+            if by_layer[e.layer].is_some() {
+                return Err(PlanError::DuplicateLayer { layer: e.layer });
+            }
+            for v in [&e.p, &e.n] {
+                if v.len() != hidden {
+                    return Err(PlanError::WrongSize { layer: e.layer, got: v.len(), hidden });
+                }
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(PlanError::NotFinite { layer: e.layer });
+                }
+            }
+            by_layer[e.layer] = Some(i);
+        }
+        let id = if edits.is_empty() { 0 } else { NEXT_PLAN_ID.fetch_add(1, Ordering::Relaxed) };
+        Ok(EditPlan { id, hidden, by_layer, edits })
+    }
+
+    /// Process-unique id; 0 for a plan that edits nothing.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Hidden size the plan was built for.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Number of layers of the model the plan was built for.
+    pub fn n_layer(&self) -> usize {
+        self.by_layer.len()
+    }
+
+    /// True when the plan edits nothing.
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+
+    /// The edits, in the order given.
+    pub fn edits(&self) -> &[LayerEdit] {
+        &self.edits
+    }
+
+    /// The edit of `layer`, if the plan edits it.
+    #[inline]
+    pub fn layer(&self, layer: usize) -> Option<&LayerEdit> {
+        self.by_layer.get(layer).copied().flatten().map(|i| &self.edits[i])
+    }
+
+    /// Edit `rows` (row-major, `hidden` values per row) of `layer` in place. No-op for unedited layers.
+    #[inline]
+    pub fn apply_rows(&self, layer: usize, rows: &mut [f32]) {
+        if let Some(e) = self.layer(layer) {
+            for x in rows.chunks_exact_mut(self.hidden) {
+                e.apply(x);
+            }
+        }
+    }
+
+    /// The edit of `layer` as a rank-2 update `E = I + U V^T` (`U`, `V`: `hidden x 2`, column-major as
+    /// two vectors each), so that `E x = x + U (V^T x)` equals [`LayerEdit::apply`] exactly in real
+    /// arithmetic. `(I - b n n^T)(I + a p p^T) = I + a p p^T - b n n^T - a b <n,p> n p^T`, hence
+    /// `U = [a p - a b <n,p> n, -b n]`, `V = [p, n]`.
+    pub fn rank2_factors(edit: &LayerEdit) -> ([Vec<f32>; 2], [Vec<f32>; 2]) {
+        let (a, b) = (edit.alpha, edit.beta);
+        let np = dot(&edit.n, &edit.p);
+        let u0: Vec<f32> =
+            edit.p.iter().zip(&edit.n).map(|(&p, &n)| a * p - a * b * np * n).collect();
+        let u1: Vec<f32> = edit.n.iter().map(|&n| -b * n).collect();
+        ([u0, u1], [edit.p.clone(), edit.n.clone()])
+    }
+}
+
+/// Dot product, four accumulators so the compiler vectorises it.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// `y += s * x`.
+#[inline]
+pub fn axpy(s: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += s * xi;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn unit(v: Vec<f32>) -> Vec<f32> {
+        let n = dot(&v, &v).sqrt().max(1e-6);
+        v.into_iter().map(|x| x / n).collect()
+    }
+
+    fn vec_strategy(d: usize) -> impl Strategy<Value = Vec<f32>> {
+        prop::collection::vec(-1.0f32..1.0, d)
+    }
+
+    proptest! {
+        /// The edit is linear: edit(a x + b y) = a edit(x) + b edit(y).
+        #[test]
+        fn edit_is_linear(p in vec_strategy(37), n in vec_strategy(37), x in vec_strategy(37),
+                          y in vec_strategy(37), a in -3.0f32..3.0, b in -3.0f32..3.0,
+                          alpha in 0.0f32..2.0, beta in 0.0f32..2.0) {
+            let e = LayerEdit { layer: 0, p: unit(p), n: unit(n), alpha, beta };
+            let mut lhs: Vec<f32> = x.iter().zip(&y).map(|(x, y)| a * x + b * y).collect();
+            e.apply(&mut lhs);
+            let (mut ex, mut ey) = (x.clone(), y.clone());
+            e.apply(&mut ex);
+            e.apply(&mut ey);
+            for i in 0..37 {
+                let rhs = a * ex[i] + b * ey[i];
+                prop_assert!((lhs[i] - rhs).abs() < 1e-4, "{} vs {}", lhs[i], rhs);
+            }
+        }
+
+        /// The rank-2 factors reproduce the edit: x + U (V^T x) == edit(x).
+        #[test]
+        fn rank2_equals_edit(p in vec_strategy(29), n in vec_strategy(29), x in vec_strategy(29),
+                             alpha in 0.0f32..2.0, beta in 0.0f32..2.0) {
+            let e = LayerEdit { layer: 0, p: unit(p), n: unit(n), alpha, beta };
+            let (u, v) = EditPlan::rank2_factors(&e);
+            let mut want = x.clone();
+            e.apply(&mut want);
+            let mut got = x.clone();
+            for k in 0..2 {
+                axpy(dot(&v[k], &x), &u[k], &mut got);
+            }
+            for i in 0..29 {
+                prop_assert!((want[i] - got[i]).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn zero_directions_leave_x_unchanged() {
+        let e = LayerEdit { layer: 1, p: vec![0.0; 4], n: vec![0.0; 4], alpha: 1.0, beta: 1.0 };
+        let plan = EditPlan::new(3, 4, vec![e]).unwrap();
+        let mut rows = vec![1.0, -2.0, 3.5, 0.25, 7.0, 8.0, 9.0, 10.0];
+        let before = rows.clone();
+        plan.apply_rows(1, &mut rows);
+        assert_eq!(rows, before);
+    }
+
+    #[test]
+    fn edits_only_its_layer_and_known_values() {
+        // p = e0, n = e1: x0 doubles (alpha 1), x1 vanishes (beta 1)
+        let e = LayerEdit {
+            layer: 2,
+            p: vec![1.0, 0.0, 0.0],
+            n: vec![0.0, 1.0, 0.0],
+            alpha: 1.0,
+            beta: 1.0,
+        };
+        let plan = EditPlan::new(4, 3, vec![e]).unwrap();
+        let mut rows = vec![1.0, 2.0, 3.0];
+        plan.apply_rows(1, &mut rows);
+        assert_eq!(rows, vec![1.0, 2.0, 3.0]);
+        plan.apply_rows(2, &mut rows);
+        assert_eq!(rows, vec![2.0, 0.0, 3.0]);
+    }
+
+    #[test]
+    fn bad_plans_are_refused() {
+        let e = |layer, d| LayerEdit { layer, p: vec![0.0; d], n: vec![0.0; d], alpha: 1.0, beta: 1.0 };
+        assert_eq!(
+            EditPlan::new(2, 3, vec![e(2, 3)]).unwrap_err(),
+            PlanError::LayerOutOfRange { layer: 2, n_layer: 2 }
+        );
+        assert_eq!(
+            EditPlan::new(2, 3, vec![e(1, 3), e(1, 3)]).unwrap_err(),
+            PlanError::DuplicateLayer { layer: 1 }
+        );
+        assert_eq!(
+            EditPlan::new(2, 3, vec![e(0, 4)]).unwrap_err(),
+            PlanError::WrongSize { layer: 0, got: 4, hidden: 3 }
+        );
+        let mut bad = e(0, 3);
+        bad.p[1] = f32::NAN;
+        assert_eq!(EditPlan::new(2, 3, vec![bad]).unwrap_err(), PlanError::NotFinite { layer: 0 });
+    }
+
+    #[test]
+    fn plan_ids_are_unique_and_empty_is_zero() {
+        let e = LayerEdit { layer: 0, p: vec![1.0], n: vec![0.0], alpha: 1.0, beta: 1.0 };
+        let a = EditPlan::new(1, 1, vec![e.clone()]).unwrap();
+        let b = EditPlan::new(1, 1, vec![e]).unwrap();
+        assert_ne!(a.id(), b.id());
+        assert_eq!(EditPlan::new(1, 1, vec![]).unwrap().id(), 0);
+        assert_eq!(EditPlan::empty(1, 1).id(), 0);
+    }
+}
