@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod export;
-mod generate;
+pub mod generate;
+mod group;
 mod history;
 mod info;
 mod user;
@@ -51,7 +52,12 @@ pub struct ModelArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Layers to offload to the GPU in CUDA/Metal/Vulkan builds (-1 = all).
-    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub gpu_layers: i32,
     /// Context size in tokens.
     #[arg(long, value_name = "N", default_value_t = 4096)]
@@ -61,7 +67,9 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The model path. Precedence: `--model` > `$CHAMELEON_MODEL` > fetched default model.
     pub fn model_path(&self) -> PathBuf {
-        self.model.clone().unwrap_or_else(crate::paths::default_model)
+        self.model
+            .clone()
+            .unwrap_or_else(crate::paths::default_model)
     }
 
     /// Load the model these flags name.
@@ -70,7 +78,9 @@ impl ModelArgs {
     /// When the file is missing or is not a model llama.cpp can load.
     pub fn load(&self, global: &Global) -> anyhow::Result<crate::llm::Model> {
         crate::llm::set_verbose(global.verbose);
-        let params = crate::llm::ModelParams { gpu_layers: self.gpu_layers };
+        let params = crate::llm::ModelParams {
+            gpu_layers: self.gpu_layers,
+        };
         Ok(crate::llm::Model::load(&self.model_path(), &params)?)
     }
 
@@ -94,6 +104,8 @@ pub enum Command {
     User(user::UserArgs),
     /// Add, import or list a user's history.
     History(history::HistoryArgs),
+    /// Add users to groups, remove them, list groups.
+    Group(group::GroupArgs),
     /// Everything stored about a user, as JSON on stdout.
     Export(export::ExportArgs),
     /// Import a user written by `chameleon export`.
@@ -111,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args, &cli.global),
         Command::User(args) => user::run(args, &cli.global),
         Command::History(args) => history::run(args, &cli.global),
+        Command::Group(args) => group::run(args, &cli.global),
         Command::Export(args) => export::run_export(args, &cli.global),
         Command::Import(args) => export::run_import(args, &cli.global),
     }
@@ -119,15 +132,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// A `hint:` line for errors the user can fix, found anywhere in the error's chain.
 pub fn hint_for(err: &anyhow::Error) -> Option<String> {
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<crate::llm::LlmError>() {
-            if let Some(h) = e.hint() {
-                return Some(h);
-            }
-        }
-        if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
-            if let Some(h) = e.hint() {
-                return Some(h);
-            }
+        let hint = if let Some(e) = cause.downcast_ref::<crate::llm::LlmError>() {
+            e.hint()
+        } else if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
+            e.hint()
+        } else {
+            None
+        };
+        if hint.is_some() {
+            return hint;
         }
     }
     None

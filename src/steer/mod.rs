@@ -61,7 +61,11 @@ pub enum PlanError {
     #[error("layer {layer} is edited twice")]
     DuplicateLayer { layer: usize },
     #[error("direction of layer {layer} has {got} values, the model's hidden size is {hidden}")]
-    WrongSize { layer: usize, got: usize, hidden: usize },
+    WrongSize {
+        layer: usize,
+        got: usize,
+        hidden: usize,
+    },
     #[error("direction of layer {layer} has a non-finite value")]
     NotFinite { layer: usize },
 }
@@ -71,7 +75,12 @@ static NEXT_PLAN_ID: AtomicU64 = AtomicU64::new(1);
 impl EditPlan {
     /// The plan that edits nothing (id 0: identical to running without a plan).
     pub fn empty(n_layer: usize, hidden: usize) -> Self {
-        EditPlan { id: 0, hidden, by_layer: vec![None; n_layer], edits: Vec::new() }
+        EditPlan {
+            id: 0,
+            hidden,
+            by_layer: vec![None; n_layer],
+            edits: Vec::new(),
+        }
     }
 
     /// Build a plan for a model with `n_layer` layers of hidden size `hidden`.
@@ -82,14 +91,21 @@ impl EditPlan {
         let mut by_layer = vec![None; n_layer];
         for (i, e) in edits.iter().enumerate() {
             if e.layer >= n_layer {
-                return Err(PlanError::LayerOutOfRange { layer: e.layer, n_layer });
+                return Err(PlanError::LayerOutOfRange {
+                    layer: e.layer,
+                    n_layer,
+                });
             }
             if by_layer[e.layer].is_some() {
                 return Err(PlanError::DuplicateLayer { layer: e.layer });
             }
             for v in [&e.p, &e.n] {
                 if v.len() != hidden {
-                    return Err(PlanError::WrongSize { layer: e.layer, got: v.len(), hidden });
+                    return Err(PlanError::WrongSize {
+                        layer: e.layer,
+                        got: v.len(),
+                        hidden,
+                    });
                 }
                 if v.iter().any(|x| !x.is_finite()) {
                     return Err(PlanError::NotFinite { layer: e.layer });
@@ -97,8 +113,17 @@ impl EditPlan {
             }
             by_layer[e.layer] = Some(i);
         }
-        let id = if edits.is_empty() { 0 } else { NEXT_PLAN_ID.fetch_add(1, Ordering::Relaxed) };
-        Ok(EditPlan { id, hidden, by_layer, edits })
+        let id = if edits.is_empty() {
+            0
+        } else {
+            NEXT_PLAN_ID.fetch_add(1, Ordering::Relaxed)
+        };
+        Ok(EditPlan {
+            id,
+            hidden,
+            by_layer,
+            edits,
+        })
     }
 
     /// Process-unique id; 0 for a plan that edits nothing.
@@ -129,7 +154,11 @@ impl EditPlan {
     /// The edit of `layer`, if the plan edits it.
     #[inline]
     pub fn layer(&self, layer: usize) -> Option<&LayerEdit> {
-        self.by_layer.get(layer).copied().flatten().map(|i| &self.edits[i])
+        self.by_layer
+            .get(layer)
+            .copied()
+            .flatten()
+            .map(|i| &self.edits[i])
     }
 
     /// Edit `rows` (row-major, `hidden` values per row) of `layer` in place. No-op for unedited layers.
@@ -149,8 +178,12 @@ impl EditPlan {
     pub fn rank2_factors(edit: &LayerEdit) -> ([Vec<f32>; 2], [Vec<f32>; 2]) {
         let (a, b) = (edit.alpha, edit.beta);
         let np = dot(&edit.n, &edit.p);
-        let u0: Vec<f32> =
-            edit.p.iter().zip(&edit.n).map(|(&p, &n)| a * p - a * b * np * n).collect();
+        let u0: Vec<f32> = edit
+            .p
+            .iter()
+            .zip(&edit.n)
+            .map(|(&p, &n)| a * p - a * b * np * n)
+            .collect();
         let u1: Vec<f32> = edit.n.iter().map(|&n| -b * n).collect();
         ([u0, u1], [edit.p.clone(), edit.n.clone()])
     }
@@ -235,7 +268,13 @@ mod tests {
 
     #[test]
     fn zero_directions_leave_x_unchanged() {
-        let e = LayerEdit { layer: 1, p: vec![0.0; 4], n: vec![0.0; 4], alpha: 1.0, beta: 1.0 };
+        let e = LayerEdit {
+            layer: 1,
+            p: vec![0.0; 4],
+            n: vec![0.0; 4],
+            alpha: 1.0,
+            beta: 1.0,
+        };
         let plan = EditPlan::new(3, 4, vec![e]).unwrap();
         let mut rows = vec![1.0, -2.0, 3.5, 0.25, 7.0, 8.0, 9.0, 10.0];
         let before = rows.clone();
@@ -263,10 +302,19 @@ mod tests {
 
     #[test]
     fn bad_plans_are_refused() {
-        let e = |layer, d| LayerEdit { layer, p: vec![0.0; d], n: vec![0.0; d], alpha: 1.0, beta: 1.0 };
+        let e = |layer, d| LayerEdit {
+            layer,
+            p: vec![0.0; d],
+            n: vec![0.0; d],
+            alpha: 1.0,
+            beta: 1.0,
+        };
         assert_eq!(
             EditPlan::new(2, 3, vec![e(2, 3)]).unwrap_err(),
-            PlanError::LayerOutOfRange { layer: 2, n_layer: 2 }
+            PlanError::LayerOutOfRange {
+                layer: 2,
+                n_layer: 2
+            }
         );
         assert_eq!(
             EditPlan::new(2, 3, vec![e(1, 3), e(1, 3)]).unwrap_err(),
@@ -274,16 +322,29 @@ mod tests {
         );
         assert_eq!(
             EditPlan::new(2, 3, vec![e(0, 4)]).unwrap_err(),
-            PlanError::WrongSize { layer: 0, got: 4, hidden: 3 }
+            PlanError::WrongSize {
+                layer: 0,
+                got: 4,
+                hidden: 3
+            }
         );
         let mut bad = e(0, 3);
         bad.p[1] = f32::NAN;
-        assert_eq!(EditPlan::new(2, 3, vec![bad]).unwrap_err(), PlanError::NotFinite { layer: 0 });
+        assert_eq!(
+            EditPlan::new(2, 3, vec![bad]).unwrap_err(),
+            PlanError::NotFinite { layer: 0 }
+        );
     }
 
     #[test]
     fn plan_ids_are_unique_and_empty_is_zero() {
-        let e = LayerEdit { layer: 0, p: vec![1.0], n: vec![0.0], alpha: 1.0, beta: 1.0 };
+        let e = LayerEdit {
+            layer: 0,
+            p: vec![1.0],
+            n: vec![0.0],
+            alpha: 1.0,
+            beta: 1.0,
+        };
         let a = EditPlan::new(1, 1, vec![e.clone()]).unwrap();
         let b = EditPlan::new(1, 1, vec![e]).unwrap();
         assert_ne!(a.id(), b.id());

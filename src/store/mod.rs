@@ -1,15 +1,381 @@
-//! The private store: one local SQLite file (placeholder; the store work fills it in).
+//! The private store: everything chameleon keeps about its users, in one local SQLite file.
+//!
+//! The store is responsible for the users and their history, the groups they pool into, and what the
+//! pipeline derives from a history: the two insights, the synthetic preference pairs and the fitted
+//! profiles (per-layer personal and generic directions). Nothing here talks to a model or to the network:
+//! SQLite is linked in (`rusqlite`, bundled) and the file is the only thing written.
+//!
+//! The schema is an append-only list of migrations ([`schema`]) applied in one exclusive transaction and
+//! tracked in `PRAGMA user_version`; a database newer than this binary is refused with a hint.
+//!
+//! Durability and privacy, set on every connection by [`Store::open`]:
+//! - `journal_mode = WAL`, `synchronous = FULL`: a committed write survives a crash or power loss;
+//! - every multi-row write (an import, a forget, a profile) is one transaction: all of it or none;
+//! - `foreign_keys = ON`, so no row outlives the user or group it belongs to;
+//! - `secure_delete = ON`, so forgotten text is overwritten in the file, not merely unlinked;
+//! - a database file the store creates gets mode `0600`, and a missing directory is created `0700`
+//!   (SQLite gives its `-wal` and `-shm` files the database file's mode).
+//!
+//! A fitted profile is bound to the model it was fitted with: [`Store::load_profile`] refuses to hand it
+//! to a model with another [`ModelIdentity`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+mod export;
+mod group;
+mod history;
+mod import;
+mod insight;
+mod profile;
+pub mod schema;
+mod user;
+
+pub use export::{
+    EXPORT_FORMAT, EXPORT_VERSION, ExportedInsight, ExportedPair, ExportedUser, Imported,
+    UserExport,
+};
+pub use group::GroupMembers;
+pub use history::{
+    HistoryItem, HistoryRecord, ItemError, MAX_FIELD_BYTES, MAX_SOURCE_ID_BYTES, MAX_TASK_BYTES,
+    NewItem, TASK_GENERAL, history_hash,
+};
+pub use import::{
+    InputPlace, InputProblem, ReadOptions, read_export_file, read_history_file, task,
+};
+pub use insight::{InsightKey, InsightKind, Pair, PairKey};
+pub use profile::{LayerDirections, ModelIdentity, Owner, Profile, ProfileError};
+pub use user::{Forgotten, User, UserSummary};
+
+/// How long a write waits for another process holding the database before it gives up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest user or group name, in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store error: {0}")]
-    Other(String),
+    /// The database file or its directory could not be created or opened.
+    #[error("cannot open database `{path}`")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: OpenError,
+    },
+    /// The database was written by a newer chameleon.
+    #[error(
+        "database `{path}` has schema version {found}, newer than this chameleon knows ({known})"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    /// A query failed.
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A file could not be read.
+    #[error("cannot read `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No user has this name.
+    #[error("no user `{0}`")]
+    UnknownUser(String),
+    /// A user with this name exists already.
+    #[error("user `{0}` already exists")]
+    UserExists(String),
+    /// An import would overwrite an existing user.
+    #[error("user `{0}` already exists; importing would replace everything stored about them")]
+    ImportWouldReplace(String),
+    /// No group has this name.
+    #[error("no group `{0}`")]
+    UnknownGroup(String),
+    /// A user or group name that cannot be stored.
+    #[error("{what} name `{name}` is not valid: {reason}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        reason: &'static str,
+    },
+    /// Bad input: a history item, a history file, an export file.
+    #[error("{place}: {problem}")]
+    BadInput {
+        place: InputPlace,
+        problem: InputProblem,
+    },
+    /// A profile that cannot be saved as given.
+    #[error("cannot save the profile of {owner}: {problem}")]
+    InvalidProfile { owner: Owner, problem: ProfileError },
+    /// The stored profile was fitted for a model of another shape.
+    #[error(
+        "the profile of {owner} was fitted for a model with {stored_layers} layers of size {stored_hidden}, \
+         this model has {expected_layers} layers of size {expected_hidden}"
+    )]
+    ProfileShape {
+        owner: Owner,
+        fingerprint: String,
+        stored_layers: usize,
+        stored_hidden: usize,
+        expected_layers: usize,
+        expected_hidden: usize,
+    },
+    /// The stored profile was fitted for another model of the same shape.
+    #[error(
+        "the profile of {owner} was fitted for model `{stored}`, not for this model `{expected}`"
+    )]
+    ProfileModel {
+        owner: Owner,
+        stored: String,
+        expected: String,
+    },
+    /// A stored profile that does not decode (the file was altered outside chameleon).
+    #[error("the stored profile of {owner} is damaged: {detail}")]
+    CorruptProfile { owner: Owner, detail: String },
+}
+
+/// Why [`Store::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Creating the directory or the file failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// SQLite refused the file.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 impl StoreError {
+    /// The same error, with `file` as the place of bad input that names no file (for input read from
+    /// a file and checked later, such as an export).
+    #[must_use]
+    pub fn in_file(self, file: &Path) -> StoreError {
+        match self {
+            StoreError::BadInput { mut place, problem } if place.file.is_none() => {
+                place.file = Some(file.to_path_buf());
+                StoreError::BadInput { place, problem }
+            }
+            other => other,
+        }
+    }
+
     /// A `hint:` line for the user, when there is something they can do.
     pub fn hint(&self) -> Option<String> {
+        match self {
+            StoreError::Open { path, source: OpenError::Sqlite(e) }
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) =>
+            {
+                Some(format!(
+                    "`{}` is not a chameleon database; point `--db` (or `$CHAMELEON_DB`) at another file",
+                    path.display()
+                ))
+            }
+            StoreError::Open { .. } => {
+                Some("check the path and its permissions, or choose another file with `--db PATH`".into())
+            }
+            StoreError::TooNew { .. } => Some(
+                "it was written by a newer chameleon: upgrade chameleon, or use another database with `--db PATH`"
+                    .into(),
+            ),
+            StoreError::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                Some("another chameleon process is writing to the database; try again when it is done".into())
+            }
+            StoreError::UnknownUser(name) => Some(format!(
+                "list users with `chameleon user list`, or add this one with `chameleon user add {name}`"
+            )),
+            StoreError::UserExists(name) => Some(format!(
+                "choose another name, or remove the stored one first with `chameleon user forget {name}`"
+            )),
+            StoreError::ImportWouldReplace(_) => {
+                Some("pass `--replace` to replace the stored user with the file's contents".into())
+            }
+            StoreError::UnknownGroup(_) => Some("list groups with `chameleon group list`".into()),
+            StoreError::InvalidName { .. } => Some(format!(
+                "a name is 1 to {MAX_NAME_BYTES} bytes, without control characters or surrounding spaces"
+            )),
+            StoreError::BadInput { problem, .. } => problem.hint(),
+            StoreError::ProfileShape { fingerprint, .. } => Some(format!(
+                "a profile only fits the model it was fitted with (`{fingerprint}`): load that model, \
+                 or fit a new profile with this one"
+            )),
+            StoreError::ProfileModel { stored, .. } => Some(format!(
+                "a profile only fits the model it was fitted with (`{stored}`): load that model, \
+                 or fit a new profile with this one"
+            )),
+            StoreError::CorruptProfile { .. } => Some("fit the profile again to replace the damaged one".into()),
+            StoreError::Sqlite(_) | StoreError::Read { .. } | StoreError::InvalidProfile { .. } => None,
+        }
+    }
+}
+
+/// Defines a row id newtype that SQLite reads and writes as an integer.
+macro_rules! row_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(i64);
+
+        impl $name {
+            /// The integer SQLite stores.
+            pub fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.0))
+            }
+        }
+
+        impl FromSql for $name {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                i64::column_result(value).map($name)
+            }
+        }
+    };
+}
+
+row_id!(
+    /// Row id of a user.
+    UserId
+);
+row_id!(
+    /// Row id of a history item.
+    HistoryId
+);
+row_id!(
+    /// Row id of a group.
+    GroupId
+);
+row_id!(
+    /// Row id of a fitted profile.
+    ProfileId
+);
+
+/// An open store: one connection to one database file.
+///
+/// Methods take `&self`; a method that writes several rows opens its own transaction, so calls must not
+/// be nested inside each other (none is).
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open the database at `path`, creating it (and a missing directory) if needed, and bring its schema
+    /// up to date.
+    ///
+    /// A new database file is created with mode `0600`, a missing directory with `0700`; existing ones
+    /// keep their modes.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] when the directory or file cannot be created or is not a SQLite database;
+    /// [`StoreError::TooNew`] when a newer chameleon wrote the schema; [`StoreError::Sqlite`] when a
+    /// migration fails (nothing of it is applied).
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source: OpenError| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        create_private(path).map_err(|e| open_err(e.into()))?;
+        let mut conn = Connection::open(path).map_err(|e| open_err(e.into()))?;
+        configure(&conn).map_err(|e| open_err(e.into()))?;
+        schema::migrate(&mut conn, path)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file this store reads and writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Start a write transaction. `IMMEDIATE` takes the write lock up front, so a busy database fails (or
+    /// waits) here rather than halfway through the writes.
+    fn begin_write(&self) -> rusqlite::Result<Transaction<'_>> {
+        Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+    }
+}
+
+/// Create the directory (`0700`) and the file (`0600`) if they are missing.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        builder.mode(0o700);
+        builder.create(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The settings every connection runs with (see the module documentation for why).
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "secure_delete", true)?;
+    Ok(())
+}
+
+/// Seconds since the Unix epoch, the unit of every time in the store.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Check a user or group name.
+fn check_name(what: &'static str, name: &str) -> Result<(), StoreError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_NAME_BYTES {
+        Some("it is too long")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else if name.trim() != name {
+        Some("it starts or ends with a space")
+    } else {
         None
+    };
+    match reason {
+        Some(reason) => Err(StoreError::InvalidName {
+            what,
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
     }
 }

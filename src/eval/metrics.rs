@@ -1,0 +1,719 @@
+//! LaMP's official metrics, computed as LaMP's evaluation code computes them, and the answer extraction we
+//! apply before scoring.
+//!
+//! LaMP (`eval/evaluation.py`) strips each prediction and gold, then:
+//! - LaMP-1/2: maps each string to its position in the task's label list, `-1` when it is not exactly one of
+//!   the labels (so an out-of-list answer is wrong); accuracy is the share of positions that agree and F1 is
+//!   scikit-learn's `f1_score(average="macro", labels=range(len(labels)))`: the mean over *every* label of the
+//!   task of `2tp / (2tp + fp + fn)`, where a label no gold and no prediction uses scores 0 (scikit-learn's
+//!   default `zero_division` sets ill-defined scores to 0) and still counts in the mean.
+//! - LaMP-3: `float(pred)`; a prediction that does not parse scores the farther of 1 and 5 from the gold
+//!   (`1.0 if abs(1 - gold) > abs(5 - gold) else 5.0`); MAE and RMSE over the questions. A number outside
+//!   1-5 is used as it is, as LaMP does.
+//! - LaMP-4..7: ROUGE-1 and ROUGE-L F-measure of Hugging Face `evaluate`'s `rouge` with its defaults, i.e.
+//!   Google's `rouge_score` without stemming: lower-case, every run of characters outside `[a-z0-9]` is a
+//!   separator, unigram overlap for ROUGE-1 and the longest common subsequence of the whole text for
+//!   ROUGE-L (`rougeL`, not `rougeLsum`).
+//!
+//! Two places where we knowingly differ. `evaluate` aggregates ROUGE with a bootstrap (1000 unseeded
+//! resamples) and reports the median of the resampled means; we report the plain mean of the per-question
+//! F-measures, the quantity the bootstrap estimates (the two differ by resampling noise, typically well under
+//! 0.001). And a rating prediction of `nan` or `inf`, which Python parses but scikit-learn then rejects
+//! with an error, scores here as an unparsable one.
+//!
+//! LaMP scores the raw model output. Instruction-tuned models answer in sentences ("The tag is: comedy."),
+//! so before scoring we pull the answer out with [`extract_answer`]. That is our pre-processing step, not
+//! LaMP's, and it is applied the same way to every method compared.
+
+use crate::eval::lamp::{Task, TaskKind, label_set};
+
+/// Why a set of predictions cannot be scored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MetricError {
+    /// Predictions and golds are not paired one to one.
+    #[error("{predictions} predictions for {golds} golds: they must pair up one to one")]
+    LengthMismatch { predictions: usize, golds: usize },
+    /// Nothing to score.
+    #[error("no predictions to score")]
+    Empty,
+    /// A LaMP-3 gold is not a number.
+    #[error("gold {index} (`{gold}`) is not a number; LaMP-3 golds are ratings 1-5")]
+    GoldNotANumber { index: usize, gold: String },
+}
+
+/// Accuracy and macro-F1 of a classification task (LaMP-1, LaMP-2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassificationScores {
+    /// Share of questions whose mapped prediction equals the mapped gold.
+    pub accuracy: f64,
+    /// Macro-F1 over all labels of the task.
+    pub macro_f1: f64,
+}
+
+/// Errors of a rating task (LaMP-3); lower is better.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RatingScores {
+    /// Mean absolute error.
+    pub mae: f64,
+    /// Root mean squared error.
+    pub rmse: f64,
+}
+
+/// Mean ROUGE F-measures of a generation task (LaMP-4 to LaMP-7).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RougeScores {
+    /// Mean ROUGE-1 F-measure.
+    pub rouge1: f64,
+    /// Mean ROUGE-L F-measure.
+    pub rouge_l: f64,
+}
+
+/// The scores of one task, as its kind defines them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TaskScores {
+    /// LaMP-1, LaMP-2.
+    Classification(ClassificationScores),
+    /// LaMP-3.
+    Rating(RatingScores),
+    /// LaMP-4 to LaMP-7.
+    Generation(RougeScores),
+}
+
+impl TaskScores {
+    /// The metrics under the names LaMP's evaluation reports them: `accuracy`, `f1`; `MAE`, `RMSE`;
+    /// `rouge-1`, `rouge-L`.
+    pub fn named(&self) -> [(&'static str, f64); 2] {
+        match *self {
+            TaskScores::Classification(s) => [("accuracy", s.accuracy), ("f1", s.macro_f1)],
+            TaskScores::Rating(s) => [("MAE", s.mae), ("RMSE", s.rmse)],
+            TaskScores::Generation(s) => [("rouge-1", s.rouge1), ("rouge-L", s.rouge_l)],
+        }
+    }
+}
+
+/// Precision, recall and F-measure of one ROUGE comparison.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RougeScore {
+    /// Matched tokens over prediction tokens.
+    pub precision: f64,
+    /// Matched tokens over reference tokens.
+    pub recall: f64,
+    /// Harmonic mean of precision and recall, 0 when both are 0.
+    pub fmeasure: f64,
+}
+
+/// Scores `predictions` against `golds` (paired by position) with the metrics of `task`.
+///
+/// # Errors
+/// [`MetricError`] when the slices differ in length or are empty, or when a LaMP-3 gold is not a number.
+pub fn score<P: AsRef<str>, G: AsRef<str>>(
+    task: Task,
+    predictions: &[P],
+    golds: &[G],
+) -> Result<TaskScores, MetricError> {
+    match (task.kind(), label_set(task)) {
+        (TaskKind::Classification, Some(labels)) => {
+            classification(labels, predictions, golds).map(TaskScores::Classification)
+        }
+        (TaskKind::Rating, _) => rating(predictions, golds).map(TaskScores::Rating),
+        _ => rouge(predictions, golds).map(TaskScores::Generation),
+    }
+}
+
+fn check_pairs<P, G>(predictions: &[P], golds: &[G]) -> Result<usize, MetricError> {
+    if predictions.len() != golds.len() {
+        return Err(MetricError::LengthMismatch {
+            predictions: predictions.len(),
+            golds: golds.len(),
+        });
+    }
+    if golds.is_empty() {
+        return Err(MetricError::Empty);
+    }
+    Ok(golds.len())
+}
+
+/// Accuracy and macro-F1 over `labels`, as LaMP's `create_metric_f1_accuracy`: each stripped string maps to
+/// its position in `labels` or to "none" (LaMP's `-1`); two "none"s agree for accuracy, as `-1 == -1` does in
+/// scikit-learn, but "none" is no class for F1.
+///
+/// # Errors
+/// [`MetricError`] when the slices differ in length or are empty.
+pub fn classification<P: AsRef<str>, G: AsRef<str>>(
+    labels: &[&str],
+    predictions: &[P],
+    golds: &[G],
+) -> Result<ClassificationScores, MetricError> {
+    let n = check_pairs(predictions, golds)?;
+    let index = |s: &str| labels.iter().position(|l| *l == s.trim());
+    let pairs: Vec<(Option<usize>, Option<usize>)> = predictions
+        .iter()
+        .zip(golds)
+        .map(|(p, g)| (index(p.as_ref()), index(g.as_ref())))
+        .collect();
+    let correct = pairs.iter().filter(|(p, g)| p == g).count();
+    let f1_sum: f64 = (0..labels.len())
+        .map(|k| {
+            let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
+            for &(p, g) in &pairs {
+                match (p == Some(k), g == Some(k)) {
+                    (true, true) => tp += 1,
+                    (true, false) => fp += 1,
+                    (false, true) => fn_ += 1,
+                    (false, false) => {}
+                }
+            }
+            let denominator = 2 * tp + fp + fn_;
+            if denominator == 0 {
+                0.0
+            } else {
+                (2 * tp) as f64 / denominator as f64
+            }
+        })
+        .sum();
+    let macro_f1 = if labels.is_empty() {
+        0.0
+    } else {
+        f1_sum / labels.len() as f64
+    };
+    Ok(ClassificationScores {
+        accuracy: correct as f64 / n as f64,
+        macro_f1,
+    })
+}
+
+/// MAE and RMSE of ratings, as LaMP's `create_metric_mae_rmse`: each stripped string is read as Python's
+/// `float` reads it; a prediction that is not a finite number counts as the farther of 1 and 5 from its gold.
+///
+/// # Errors
+/// [`MetricError`] when the slices differ in length or are empty, or when a gold is not a finite number.
+pub fn rating<P: AsRef<str>, G: AsRef<str>>(
+    predictions: &[P],
+    golds: &[G],
+) -> Result<RatingScores, MetricError> {
+    let n = check_pairs(predictions, golds)?;
+    let (mut abs_sum, mut sq_sum) = (0.0, 0.0);
+    for (index, (p, g)) in predictions.iter().zip(golds).enumerate() {
+        let g = g.as_ref();
+        let gold = python_float(g).filter(|x| x.is_finite()).ok_or_else(|| {
+            MetricError::GoldNotANumber {
+                index,
+                gold: g.to_owned(),
+            }
+        })?;
+        let worst = if (1.0 - gold).abs() > (5.0 - gold).abs() {
+            1.0
+        } else {
+            5.0
+        };
+        let pred = python_float(p.as_ref())
+            .filter(|x| x.is_finite())
+            .unwrap_or(worst);
+        let err = pred - gold;
+        abs_sum += err.abs();
+        sq_sum += err * err;
+    }
+    Ok(RatingScores {
+        mae: abs_sum / n as f64,
+        rmse: (sq_sum / n as f64).sqrt(),
+    })
+}
+
+/// Reads a number as Python's `float(s)` does: surrounding whitespace ignored; sign, digits, point,
+/// exponent, `inf`/`infinity`/`nan` in any case; `_` allowed between two digits. (Python also takes
+/// non-ASCII decimal digits, which this does not.)
+fn python_float(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if s.contains('_') {
+        let bytes = s.as_bytes();
+        let ok = bytes.iter().enumerate().all(|(i, &b)| {
+            b != b'_'
+                || (i > 0
+                    && bytes[i - 1].is_ascii_digit()
+                    && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
+        });
+        return if ok {
+            s.replace('_', "").parse().ok()
+        } else {
+            None
+        };
+    }
+    s.parse().ok()
+}
+
+/// Mean ROUGE-1 and ROUGE-L F-measure of `predictions` against `golds` (one reference each).
+///
+/// # Errors
+/// [`MetricError`] when the slices differ in length or are empty.
+pub fn rouge<P: AsRef<str>, G: AsRef<str>>(
+    predictions: &[P],
+    golds: &[G],
+) -> Result<RougeScores, MetricError> {
+    let n = check_pairs(predictions, golds)? as f64;
+    let (mut r1, mut rl) = (0.0, 0.0);
+    for (p, g) in predictions.iter().zip(golds) {
+        let (p, g) = (rouge_tokens(p.as_ref()), rouge_tokens(g.as_ref()));
+        r1 += rouge1_tokens(&g, &p).fmeasure;
+        rl += rouge_l_tokens(&g, &p).fmeasure;
+    }
+    Ok(RougeScores {
+        rouge1: r1 / n,
+        rouge_l: rl / n,
+    })
+}
+
+/// The tokens `rouge_score`'s default tokenizer makes (no stemming): the text lower-cased, every run of
+/// characters other than `a-z` and `0-9` a separator.
+pub fn rouge_tokens(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit()))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// ROUGE-1 of `prediction` against `reference`: clipped unigram overlap.
+pub fn rouge1(reference: &str, prediction: &str) -> RougeScore {
+    rouge1_tokens(&rouge_tokens(reference), &rouge_tokens(prediction))
+}
+
+/// ROUGE-L of `prediction` against `reference`: longest common subsequence of the token sequences.
+pub fn rouge_l(reference: &str, prediction: &str) -> RougeScore {
+    rouge_l_tokens(&rouge_tokens(reference), &rouge_tokens(prediction))
+}
+
+fn prf(matched: usize, reference_len: usize, prediction_len: usize) -> RougeScore {
+    let precision = matched as f64 / prediction_len.max(1) as f64;
+    let recall = matched as f64 / reference_len.max(1) as f64;
+    let fmeasure = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    RougeScore {
+        precision,
+        recall,
+        fmeasure,
+    }
+}
+
+fn rouge1_tokens(reference: &[String], prediction: &[String]) -> RougeScore {
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for t in reference {
+        *counts.entry(t).or_default() += 1;
+    }
+    let mut matched = 0;
+    for t in prediction {
+        if let Some(c) = counts.get_mut(t.as_str())
+            && *c > 0
+        {
+            *c -= 1;
+            matched += 1;
+        }
+    }
+    prf(matched, reference.len(), prediction.len())
+}
+
+fn rouge_l_tokens(reference: &[String], prediction: &[String]) -> RougeScore {
+    if reference.is_empty() || prediction.is_empty() {
+        return RougeScore {
+            precision: 0.0,
+            recall: 0.0,
+            fmeasure: 0.0,
+        };
+    }
+    // one row of the LCS table at a time
+    let mut prev = vec![0usize; prediction.len() + 1];
+    let mut row = vec![0usize; prediction.len() + 1];
+    for r in reference {
+        for (j, p) in prediction.iter().enumerate() {
+            row[j + 1] = if r == p {
+                prev[j] + 1
+            } else {
+                row[j].max(prev[j + 1])
+            };
+        }
+        std::mem::swap(&mut prev, &mut row);
+    }
+    prf(prev[prediction.len()], reference.len(), prediction.len())
+}
+
+/// Pulls the answer out of a model's free text, before scoring. Our step, not LaMP's (LaMP scores the raw
+/// string); applied identically to every method compared.
+///
+/// - LaMP-1/2: the label of [`label_set`] that occurs first in the text, ignoring ASCII case; at one
+///   position the longest label wins ("dark comedy" over "comedy"). A label must stand as a word: a label
+///   that starts or ends with a letter or digit does not match inside a longer word ("action" is not found
+///   in "reaction"). A space or hyphen inside a label matches any run of spaces, hyphens and underscores, so
+///   "Sci Fi" and "thought provoking" are found. LaMP-1 also takes a lone digit `1` or `2` for `[1]`/`[2]`
+///   when no bracketed label occurs.
+/// - LaMP-3: the first digit 1-5 that is not part of a longer number ("4 out of 5" gives `4`; "10" gives
+///   nothing; "4.5" gives `4`).
+/// - LaMP-4..7: the text with surrounding whitespace removed.
+///
+/// The answer comes back in the label list's spelling. When nothing is found the trimmed text comes back,
+/// which LaMP then scores as out of the list (wrong) or, for ratings, as unparsable.
+pub fn extract_answer(task: Task, raw_model_output: &str) -> String {
+    let text = raw_model_output.trim();
+    let found = match (task, label_set(task)) {
+        (Task::LaMP3, _) => lone_digit(text, b'1'..=b'5'),
+        (Task::LaMP1, Some(labels)) => first_label(text, labels).or_else(|| {
+            lone_digit(text, b'1'..=b'2').map(|d| if d == "1" { "[1]" } else { "[2]" })
+        }),
+        (_, Some(labels)) => first_label(text, labels),
+        (_, None) => None,
+    };
+    found.unwrap_or(text).to_owned()
+}
+
+/// The first ASCII digit in `range` with no ASCII digit on either side.
+fn lone_digit(text: &str, range: std::ops::RangeInclusive<u8>) -> Option<&'static str> {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    let b = text.as_bytes();
+    (0..b.len())
+        .find(|&i| {
+            range.contains(&b[i])
+                && (i == 0 || !b[i - 1].is_ascii_digit())
+                && b.get(i + 1).is_none_or(|c| !c.is_ascii_digit())
+        })
+        .map(|i| DIGITS[usize::from(b[i] - b'0')])
+}
+
+/// The label occurring first in `text` (see [`extract_answer`]).
+fn first_label<'l>(text: &str, labels: &[&'l str]) -> Option<&'l str> {
+    let mut by_length: Vec<&'l str> = labels.to_vec();
+    by_length.sort_by_key(|l| std::cmp::Reverse(l.len()));
+    // a label is ASCII, so a match starts on an ASCII byte, which is always a char boundary
+    (0..text.len())
+        .filter(|&i| text.is_char_boundary(i))
+        .find_map(|start| {
+            by_length.iter().copied().find(|label| {
+                match_label_at(text, start, label).is_some_and(|end| {
+                    let word = |c: char| c.is_alphanumeric();
+                    let first_is_word = label.chars().next().is_some_and(word);
+                    let last_is_word = label.chars().next_back().is_some_and(word);
+                    (!first_is_word || !text[..start].chars().next_back().is_some_and(word))
+                        && (!last_is_word || !text[end..].chars().next().is_some_and(word))
+                })
+            })
+        })
+}
+
+/// The end of `label` matched at byte `start` of `text`, if it matches there (ASCII case ignored; a space
+/// or hyphen in the label matches a run of spaces, hyphens and underscores).
+fn match_label_at(text: &str, start: usize, label: &str) -> Option<usize> {
+    let t = text.as_bytes();
+    let is_sep = |c: u8| matches!(c, b' ' | b'-' | b'_');
+    let mut i = start;
+    for &l in label.as_bytes() {
+        if is_sep(l) {
+            let run_start = i;
+            while i < t.len() && is_sep(t[i]) {
+                i += 1;
+            }
+            if i == run_start {
+                return None;
+            }
+        } else if i < t.len() && t[i].eq_ignore_ascii_case(&l) {
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    Some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EPS: f64 = 1e-12;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < EPS
+    }
+
+    const ABC: &[&str] = &["a", "b", "c", "d"];
+
+    #[test]
+    fn accuracy_and_macro_f1_by_hand() {
+        // gold a a b c, pred a b b <junk>; label d is in neither
+        // a: tp 1 fp 0 fn 1 -> 2/3; b: tp 1 fp 1 fn 0 -> 2/3; c: tp 0 fn 1 -> 0; d: nothing -> 0
+        // macro = (2/3 + 2/3 + 0 + 0) / 4 = 1/3, accuracy 2/4
+        let s = classification(ABC, &["a", "b", "b", "zzz"], &["a", "a", "b", "c"]).unwrap();
+        assert!(close(s.accuracy, 0.5), "{s:?}");
+        assert!(close(s.macro_f1, 1.0 / 3.0), "{s:?}");
+    }
+
+    #[test]
+    fn out_of_list_answers_are_wrong_but_two_unknowns_agree_as_in_sklearn() {
+        // the same case scikit-learn 1.9 gives accuracy 0.6 and macro-F1 1/3 for:
+        // f1_score([0,0,1,2,-1], [0,1,1,-1,-1], labels=range(4), average="macro")
+        let s = classification(
+            ABC,
+            &["a", "b", "b", "nope", "what"],
+            &["a", "a", "b", "c", "??"],
+        )
+        .unwrap();
+        assert!(close(s.accuracy, 0.6), "{s:?}");
+        assert!(close(s.macro_f1, 1.0 / 3.0), "{s:?}");
+    }
+
+    #[test]
+    fn all_wrong_and_empty_predictions_score_zero() {
+        let s = classification(ABC, &["b", "a", "", "  "], &["a", "b", "c", "d"]).unwrap();
+        assert_eq!((s.accuracy, s.macro_f1), (0.0, 0.0));
+    }
+
+    #[test]
+    fn all_right_on_a_subset_of_labels_is_not_full_f1() {
+        // only a and b occur: their F1 is 1, c and d count as 0 in the macro mean
+        let s = classification(ABC, &["a", "b"], &["a", "b"]).unwrap();
+        assert!(close(s.accuracy, 1.0));
+        assert!(close(s.macro_f1, 0.5), "{s:?}");
+    }
+
+    #[test]
+    fn classification_strips_but_is_case_sensitive_like_lamp() {
+        let s = classification(ABC, &[" a\n", "B"], &["a", "b"]).unwrap();
+        assert!(close(s.accuracy, 0.5), "{s:?}");
+        // a: tp 1 -> 1; b: fn 1 -> 0; c, d -> 0
+        assert!(close(s.macro_f1, 0.25), "{s:?}");
+    }
+
+    #[test]
+    fn pairs_must_match() {
+        let err = classification(ABC, &["a"], &["a", "b"]).unwrap_err();
+        assert_eq!(
+            err,
+            MetricError::LengthMismatch {
+                predictions: 1,
+                golds: 2
+            }
+        );
+        let none: [&str; 0] = [];
+        assert_eq!(rating(&none, &none).unwrap_err(), MetricError::Empty);
+        assert_eq!(rouge(&none, &none).unwrap_err(), MetricError::Empty);
+    }
+
+    #[test]
+    fn rating_errors_by_hand() {
+        // errors: |4-5| = 1, |3-3| = 0, |1.5-2| = 0.5 -> MAE 0.5, RMSE sqrt(1.25/3)
+        let s = rating(&["4", " 3 ", "1.5"], &["5", "3", "2"]).unwrap();
+        assert!(close(s.mae, 0.5), "{s:?}");
+        assert!(close(s.rmse, (1.25f64 / 3.0).sqrt()), "{s:?}");
+    }
+
+    #[test]
+    fn unparsable_rating_scores_the_farther_end() {
+        // gold 2: |1-2| = 1 < |5-2| = 3 -> counted as 5, error 3
+        // gold 4: |1-4| = 3 > |5-4| = 1 -> counted as 1, error 3
+        // gold 3: tie, LaMP picks 5 -> error 2
+        for (gold, err) in [("2", 3.0), ("4", 3.0), ("3", 2.0), ("5", 4.0), ("1", 4.0)] {
+            for pred in ["four", "", "4 stars", "nan", "inf", "1__0"] {
+                let s = rating(&[pred], &[gold]).unwrap();
+                assert!(
+                    close(s.mae, err) && close(s.rmse, err),
+                    "{pred:?} vs {gold}: {s:?}"
+                );
+            }
+        }
+        // numbers outside 1-5 count as they are, as float() reads them
+        let s = rating(&["7", "1_0", "+2e0", "-1"], &["5", "5", "2", "1"]).unwrap();
+        assert!(close(s.mae, (2.0 + 5.0 + 0.0 + 2.0) / 4.0), "{s:?}");
+        assert!(close(s.rmse, ((4.0 + 25.0 + 4.0) / 4.0f64).sqrt()), "{s:?}");
+    }
+
+    #[test]
+    fn rating_gold_must_be_a_number() {
+        let err = rating(&["3", "3"], &["3", "five"]).unwrap_err();
+        assert_eq!(
+            err,
+            MetricError::GoldNotANumber {
+                index: 1,
+                gold: "five".into()
+            }
+        );
+    }
+
+    #[test]
+    fn python_float_reads_what_python_reads() {
+        for (s, v) in [
+            ("3", 3.0),
+            (" 4.5\n", 4.5),
+            ("+2", 2.0),
+            ("-1", -1.0),
+            (".5", 0.5),
+            ("5.", 5.0),
+        ] {
+            assert_eq!(python_float(s), Some(v), "{s:?}");
+        }
+        assert_eq!(python_float("1e1"), Some(10.0));
+        assert_eq!(python_float("1_000.5"), Some(1000.5));
+        assert!(python_float("Infinity").is_some_and(f64::is_infinite));
+        for bad in [
+            "", "  ", "3/5", "4 stars", "_1", "1_", "1__0", "1_.5", "0x10", "three",
+        ] {
+            assert_eq!(python_float(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rouge_tokenizer_lowercases_and_splits_on_non_alphanumerics() {
+        assert_eq!(
+            rouge_tokens("Hello, World! It's 2024."),
+            ["hello", "world", "it", "s", "2024"]
+        );
+        assert_eq!(rouge_tokens("@United #fail—ugh"), ["united", "fail", "ugh"]);
+        // non-ASCII letters are separators, as in rouge_score
+        assert_eq!(rouge_tokens("Café crème"), ["caf", "cr", "me"]);
+        assert!(rouge_tokens("  ...  ").is_empty());
+    }
+
+    #[test]
+    fn rouge_identical_disjoint_and_empty() {
+        let same = rouge1("The cat sat.", "the CAT sat");
+        assert_eq!(
+            (same.precision, same.recall, same.fmeasure),
+            (1.0, 1.0, 1.0)
+        );
+        assert_eq!(rouge_l("The cat sat.", "the CAT sat").fmeasure, 1.0);
+        let disjoint = rouge1("the cat", "a dog");
+        assert_eq!(
+            (disjoint.precision, disjoint.recall, disjoint.fmeasure),
+            (0.0, 0.0, 0.0)
+        );
+        assert_eq!(rouge_l("the cat", "a dog").fmeasure, 0.0);
+        for (r, p) in [("the cat", ""), ("", "the cat"), ("", "")] {
+            assert_eq!(rouge1(r, p).fmeasure, 0.0);
+            assert_eq!(rouge_l(r, p).fmeasure, 0.0);
+        }
+    }
+
+    #[test]
+    fn rouge_partial_overlap_by_hand() {
+        // reference: the cat sat on the mat (6 tokens), prediction: the cat lay on a mat (6 tokens)
+        // ROUGE-1 clipped overlap: the(1) cat on mat = 4 -> P = R = F = 4/6
+        let r1 = rouge1("the cat sat on the mat", "the cat lay on a mat");
+        assert!(
+            close(r1.precision, 4.0 / 6.0)
+                && close(r1.recall, 4.0 / 6.0)
+                && close(r1.fmeasure, 4.0 / 6.0)
+        );
+        // LCS: the cat on mat = 4, same P/R/F
+        let rl = rouge_l("the cat sat on the mat", "the cat lay on a mat");
+        assert!(close(rl.fmeasure, 4.0 / 6.0), "{rl:?}");
+
+        // reference: a b c d (4), prediction: d c b (3)
+        // ROUGE-1: 3 matches -> P 1, R 3/4, F = 2*0.75/1.75 = 6/7
+        let r1 = rouge1("a b c d", "d c b");
+        assert!(
+            close(r1.precision, 1.0) && close(r1.recall, 0.75) && close(r1.fmeasure, 6.0 / 7.0),
+            "{r1:?}"
+        );
+        // LCS of (a b c d, d c b) = 1 -> P 1/3, R 1/4, F = 2/12 / (7/12) = 2/7
+        let rl = rouge_l("a b c d", "d c b");
+        assert!(
+            close(rl.precision, 1.0 / 3.0)
+                && close(rl.recall, 0.25)
+                && close(rl.fmeasure, 2.0 / 7.0)
+        );
+
+        // repeated prediction tokens are clipped by the reference count:
+        // reference "the cat" (2), prediction "the the the" (3): overlap 1 -> P 1/3, R 1/2, F 0.4
+        let r1 = rouge1("the cat", "the the the");
+        assert!(close(r1.fmeasure, 0.4), "{r1:?}");
+    }
+
+    #[test]
+    fn rouge_means_per_example_f_and_ignores_punctuation_and_case() {
+        let s = rouge(
+            &["THE CAT!!", "a dog", "d c b"],
+            &["the cat", "the cat", "a b c d"],
+        )
+        .unwrap();
+        assert!(close(s.rouge1, (1.0 + 0.0 + 6.0 / 7.0) / 3.0), "{s:?}");
+        assert!(close(s.rouge_l, (1.0 + 0.0 + 2.0 / 7.0) / 3.0), "{s:?}");
+    }
+
+    #[test]
+    fn score_dispatches_by_task_and_names_metrics_like_lamp() {
+        let s = score(Task::LaMP2, &["comedy"], &["comedy"]).unwrap();
+        let TaskScores::Classification(c) = s else {
+            panic!("{s:?}")
+        };
+        // 1 of 15 labels right, the other 14 score 0
+        assert!(close(c.macro_f1, 1.0 / 15.0));
+        assert_eq!(s.named()[0], ("accuracy", 1.0));
+        let s = score(Task::LaMP3, &["x"], &["3"]).unwrap();
+        assert_eq!(s.named(), [("MAE", 2.0), ("RMSE", 2.0)]);
+        let s = score(Task::LaMP7, &["hi there"], &["hi"]).unwrap();
+        assert_eq!(s.named()[1].0, "rouge-L");
+        assert!(close(s.named()[0].1, 2.0 / 3.0));
+    }
+
+    #[test]
+    fn extracts_labels_first_occurrence_longest_first() {
+        let x = |s| extract_answer(Task::LaMP2, s);
+        assert_eq!(x("Dark Comedy."), "dark comedy");
+        assert_eq!(x("The tag is: dark comedy, not comedy"), "dark comedy");
+        assert_eq!(x("comedy, maybe dark comedy"), "comedy");
+        assert_eq!(x("  SCI-FI  "), "sci-fi");
+        assert_eq!(x("sci fi"), "sci-fi");
+        assert_eq!(x("thought provoking"), "thought-provoking");
+        assert_eq!(x("a true   story"), "true story");
+        // labels stand as words: "reaction" holds no "action", "classical" no "classic"
+        assert_eq!(
+            x("an overreaction, quite classical"),
+            "an overreaction, quite classical"
+        );
+        assert_eq!(x("I cannot say"), "I cannot say");
+        assert_eq!(x(""), "");
+    }
+
+    #[test]
+    fn extracts_citation_choice() {
+        let x = |s| extract_answer(Task::LaMP1, s);
+        assert_eq!(x("[2]"), "[2]");
+        assert_eq!(x("Answer: [1] because [2] is older"), "[1]");
+        assert_eq!(x("Reference 2"), "[2]");
+        assert_eq!(x("reference 12"), "reference 12");
+    }
+
+    #[test]
+    fn extracts_first_lone_rating_digit() {
+        let x = |s| extract_answer(Task::LaMP3, s);
+        assert_eq!(x("4"), "4");
+        assert_eq!(x("I'd say 4 out of 5"), "4");
+        assert_eq!(x("Score: 10/10, so 5"), "5");
+        assert_eq!(x("4.5"), "4");
+        assert_eq!(x("zero 0 or six 6"), "zero 0 or six 6");
+        assert_eq!(x(" great "), "great");
+    }
+
+    #[test]
+    fn generation_answers_are_only_trimmed() {
+        assert_eq!(
+            extract_answer(Task::LaMP7, "  @united thanks 4 nothing \n"),
+            "@united thanks 4 nothing"
+        );
+        assert_eq!(extract_answer(Task::LaMP4, "comedy"), "comedy");
+    }
+
+    #[test]
+    fn extraction_then_scoring_end_to_end() {
+        let raw = [
+            "The tag is \"dark comedy\".",
+            "Probably violence",
+            "no idea",
+        ];
+        let preds: Vec<String> = raw.iter().map(|r| extract_answer(Task::LaMP2, r)).collect();
+        let s = score(Task::LaMP2, &preds, &["dark comedy", "action", "action"]).unwrap();
+        let TaskScores::Classification(c) = s else {
+            panic!("{s:?}")
+        };
+        assert!(close(c.accuracy, 1.0 / 3.0));
+        // dark comedy: F1 1; action: tp 0 fn 2 -> 0; violence: fp 1 -> 0; others 0
+        assert!(close(c.macro_f1, 1.0 / 15.0));
+    }
+}

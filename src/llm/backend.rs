@@ -1,0 +1,44 @@
+//! Process-wide llama.cpp state: backend initialisation and the log sink.
+
+use std::ffi::{CStr, c_char, c_void};
+use std::io::Write;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use llama_cpp_sys_2 as sys;
+
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+static INIT: Once = Once::new();
+
+/// Show (true) or silence (false, the default) llama.cpp's own log output on stderr.
+pub fn set_verbose(verbose: bool) {
+    VERBOSE.store(verbose, Ordering::Relaxed);
+    init();
+}
+
+/// Initialise llama.cpp once per process. Every entry point that touches the C API calls this first.
+pub(crate) fn init() {
+    INIT.call_once(|| {
+        // SAFETY: `log_sink` is a plain `extern "C"` function valid for the whole process and ignores
+        // its user data (null); `llama_backend_init` has no preconditions and runs once (`Once`).
+        unsafe {
+            sys::llama_log_set(Some(log_sink), std::ptr::null_mut());
+            sys::llama_backend_init();
+        }
+    });
+}
+
+/// Log callback: forwards llama.cpp's messages to stderr when verbose. It never panics (a failed
+/// write to stderr is ignored).
+unsafe extern "C" fn log_sink(
+    _level: sys::ggml_log_level,
+    text: *const c_char,
+    _user: *mut c_void,
+) {
+    if !VERBOSE.load(Ordering::Relaxed) || text.is_null() {
+        return;
+    }
+    // SAFETY: llama.cpp passes a NUL-terminated string that lives for the duration of the call.
+    let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
+    let _ = std::io::stderr().write_all(bytes);
+}

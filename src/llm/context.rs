@@ -1,0 +1,700 @@
+//! An inference context: KV cache, batches, generation, capture and the edit hook.
+
+use std::ffi::c_void;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use llama_cpp_sys_2 as sys;
+
+use super::error::LlmError;
+use super::hook::{HookState, eval_callback};
+use super::model::{Model, Token};
+use crate::steer::EditPlan;
+
+/// How to create a [`Context`].
+#[derive(Debug, Clone)]
+pub struct ContextParams {
+    /// Context size in tokens.
+    pub n_ctx: u32,
+    /// Tokens per `llama_decode` call (and per physical batch).
+    pub n_batch: u32,
+    /// CPU threads; `None` uses every core.
+    pub n_threads: Option<usize>,
+    /// Register the eval callback. Off only for the plain-llama.cpp baseline in benchmarks: a context
+    /// without it cannot edit or capture.
+    pub hook: bool,
+    /// Compute mean-pooled embeddings ([`Context::embed`]) instead of logits.
+    pub embeddings: bool,
+}
+
+impl Default for ContextParams {
+    fn default() -> Self {
+        ContextParams {
+            n_ctx: 4096,
+            n_batch: 512,
+            n_threads: None,
+            hook: true,
+            embeddings: false,
+        }
+    }
+}
+
+/// How to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// 0 is greedy decoding; above 0 samples (top-k 40, top-p, temperature) with `seed`.
+    pub temperature: f32,
+    /// Nucleus sampling threshold when sampling.
+    pub top_p: f32,
+    /// Seed of the sampler, for reproducible sampling.
+    pub seed: u32,
+    /// Generation stops before the first occurrence of any of these strings.
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_p: 0.95,
+            seed: 0,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    EndOfGeneration,
+    /// `max_tokens` was reached.
+    MaxTokens,
+    /// A stop string appeared.
+    StopString,
+}
+
+/// The result of [`Context::generate`].
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The generated text (without the prompt, cut before any stop string).
+    pub text: String,
+    /// The generated tokens, the end-of-generation token excluded.
+    pub tokens: Vec<Token>,
+    /// Prompt tokens processed for this generation.
+    pub n_prompt: usize,
+    /// Why it ended.
+    pub stop: StopReason,
+}
+
+/// What to capture: the MLP outputs of these layers.
+#[derive(Debug, Clone)]
+pub struct CaptureRequest {
+    /// Decoder layers to capture, each at most once.
+    pub layers: Vec<usize>,
+}
+
+/// MLP outputs captured for every token position of a text: for each requested layer a
+/// `n_pos x hidden` row-major matrix.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    hidden: usize,
+    n_pos: usize,
+    layers: Vec<usize>,
+    data: Vec<Vec<f32>>,
+}
+
+impl Capture {
+    /// Hidden size (values per row).
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Token positions captured.
+    pub fn n_pos(&self) -> usize {
+        self.n_pos
+    }
+
+    /// The captured layers, in request order.
+    pub fn layers(&self) -> &[usize] {
+        &self.layers
+    }
+
+    /// All rows of `layer` (`n_pos x hidden`), or `None` if it was not captured.
+    pub fn rows(&self, layer: usize) -> Option<&[f32]> {
+        let i = self.layers.iter().position(|&l| l == layer)?;
+        Some(&self.data[i])
+    }
+
+    /// The MLP output of `layer` at token position `pos`.
+    pub fn row(&self, layer: usize, pos: usize) -> Option<&[f32]> {
+        let rows = self.rows(layer)?;
+        rows.get(pos * self.hidden..(pos + 1) * self.hidden)
+    }
+
+    /// Mean over the positions `range` of `layer` (the pooling of method.md stage 4).
+    pub fn mean(&self, layer: usize, range: std::ops::Range<usize>) -> Option<Vec<f32>> {
+        if range.is_empty() || range.end > self.n_pos {
+            return None;
+        }
+        let rows = self.rows(layer)?;
+        let mut out = vec![0f64; self.hidden];
+        for pos in range.clone() {
+            for (o, &x) in out
+                .iter_mut()
+                .zip(&rows[pos * self.hidden..(pos + 1) * self.hidden])
+            {
+                *o += f64::from(x);
+            }
+        }
+        let n = range.len() as f64;
+        Some(out.into_iter().map(|s| (s / n) as f32).collect())
+    }
+
+    /// The MLP output of `layer` at the last position.
+    pub fn last(&self, layer: usize) -> Option<Vec<f32>> {
+        self.row(layer, self.n_pos.checked_sub(1)?)
+            .map(<[f32]>::to_vec)
+    }
+}
+
+/// An inference context on a [`Model`]: owns the KV cache, a batch, and the edit hook.
+///
+/// Plans are swapped with [`Context::set_plan`] without reloading anything; the KV cache is keyed by
+/// the plan's id, so a state computed under one plan is never continued under another.
+pub struct Context<'m> {
+    ptr: NonNull<sys::llama_context>,
+    model: &'m Model,
+    /// The callback's state; a raw pointer (from `Box::into_raw`) because llama.cpp holds it too.
+    hook: Option<NonNull<HookState>>,
+    batch: sys::llama_batch,
+    n_batch: usize,
+    n_ctx: u32,
+    /// Id of the plan the KV cache content was computed under.
+    kv_plan: u64,
+    /// Positions currently in the KV cache (sequence 0).
+    n_past: usize,
+    plan_id: u64,
+}
+
+impl Drop for Context<'_> {
+    fn drop(&mut self) {
+        // SAFETY: each handle was created in `Context::new` and is freed once, the context first, so the
+        // callback can no longer run when its state is dropped.
+        unsafe {
+            sys::llama_free(self.ptr.as_ptr());
+            sys::llama_batch_free(self.batch);
+            if let Some(h) = self.hook {
+                drop(Box::from_raw(h.as_ptr()));
+            }
+        }
+    }
+}
+
+impl<'m> Context<'m> {
+    pub(crate) fn new(model: &'m Model, params: &ContextParams) -> Result<Context<'m>, LlmError> {
+        let n_threads = params
+            .n_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()))
+            .max(1) as i32;
+        let n_batch = params.n_batch.clamp(1, params.n_ctx.max(1));
+        let hook = params.hook.then(|| {
+            let state = HookState::new(model.mlp_node(), model.n_layer(), model.n_embd());
+            // SAFETY: `Box::into_raw` never returns null.
+            unsafe { NonNull::new_unchecked(Box::into_raw(Box::new(state))) }
+        });
+        // SAFETY: returns a plain struct by value.
+        let mut cp = unsafe { sys::llama_context_default_params() };
+        cp.n_ctx = params.n_ctx;
+        cp.n_batch = n_batch;
+        cp.n_ubatch = n_batch;
+        cp.n_seq_max = 1;
+        cp.n_threads = n_threads;
+        cp.n_threads_batch = n_threads;
+        cp.no_perf = true;
+        cp.swa_full = true;
+        cp.embeddings = params.embeddings;
+        if params.embeddings {
+            cp.pooling_type = sys::LLAMA_POOLING_TYPE_MEAN;
+        }
+        if let Some(h) = hook {
+            cp.cb_eval = Some(eval_callback);
+            cp.cb_eval_user_data = h.as_ptr().cast::<c_void>();
+        }
+        // SAFETY: the model is live for 'm, which outlives the context; the callback's user data is a
+        // heap `HookState` freed only after `llama_free` (see `Drop`).
+        let raw = unsafe { sys::llama_init_from_model(model.raw(), cp) };
+        let Some(ptr) = NonNull::new(raw) else {
+            if let Some(h) = hook {
+                // SAFETY: from `Box::into_raw` above and not shared: the context was not created.
+                drop(unsafe { Box::from_raw(h.as_ptr()) });
+            }
+            return Err(LlmError::ContextFailed {
+                n_ctx: params.n_ctx,
+            });
+        };
+        // SAFETY: allocates a batch of `n_batch` tokens with one sequence id per token.
+        let batch = unsafe { sys::llama_batch_init(n_batch as i32, 0, 1) };
+        // SAFETY: live context.
+        let n_ctx = unsafe { sys::llama_n_ctx(ptr.as_ptr()) };
+        Ok(Context {
+            ptr,
+            model,
+            hook,
+            batch,
+            n_batch: n_batch as usize,
+            n_ctx,
+            kv_plan: 0,
+            n_past: 0,
+            plan_id: 0,
+        })
+    }
+
+    /// The model this context runs.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Context size in tokens.
+    pub fn n_ctx(&self) -> u32 {
+        self.n_ctx
+    }
+
+    fn hook_mut(&mut self) -> Option<&mut HookState> {
+        // SAFETY: the state is only touched by the callback during `llama_decode`, which runs inside
+        // methods holding `&mut self`; here no decode is running, so this is the only reference.
+        self.hook.map(|h| unsafe { &mut *h.as_ptr() })
+    }
+
+    /// Install an edit plan for all following evaluations (prompt and generated tokens). Costs a
+    /// pointer swap; the KV cache is cleared when it was computed under another plan.
+    ///
+    /// # Errors
+    /// [`LlmError::PlanMismatch`] when the plan was built for another model shape, or
+    /// [`LlmError::Callback`] on a context created without the hook.
+    pub fn set_plan(&mut self, plan: Arc<EditPlan>) -> Result<(), LlmError> {
+        let (n_layer, hidden) = (self.model.n_layer(), self.model.n_embd());
+        if plan.n_layer() != n_layer || plan.hidden() != hidden {
+            return Err(LlmError::PlanMismatch {
+                plan_layers: plan.n_layer(),
+                plan_hidden: plan.hidden(),
+                n_layer,
+                hidden,
+            });
+        }
+        let id = plan.id();
+        let Some(hook) = self.hook_mut() else {
+            if plan.is_empty() {
+                return Ok(());
+            }
+            return Err(LlmError::Callback(
+                "this context was created without the edit hook".into(),
+            ));
+        };
+        hook.set_plan(plan);
+        self.plan_id = id;
+        if self.kv_plan != id {
+            self.clear();
+        }
+        Ok(())
+    }
+
+    /// Remove the edit plan (same as installing an empty one).
+    pub fn clear_plan(&mut self) {
+        let plan = Arc::new(EditPlan::empty(self.model.n_layer(), self.model.n_embd()));
+        let _ = self.set_plan(plan);
+    }
+
+    /// Forget everything in the KV cache.
+    pub fn clear(&mut self) {
+        // SAFETY: live context; the memory handle belongs to it.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr.as_ptr()), true) };
+        self.n_past = 0;
+        self.kv_plan = self.plan_id;
+    }
+
+    /// Drop positions `from..` from the KV cache, keeping the prefix before `from`.
+    fn truncate(&mut self, from: usize) {
+        if from >= self.n_past {
+            return;
+        }
+        // SAFETY: live context; removing a position range of sequence 0 is always valid.
+        unsafe {
+            sys::llama_memory_seq_rm(sys::llama_get_memory(self.ptr.as_ptr()), 0, from as i32, -1)
+        };
+        self.n_past = from;
+    }
+
+    /// Positions in the KV cache.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Append `tokens` to the KV cache (sequence 0, positions `n_past..`). `all_outputs` asks for the
+    /// outputs (logits or embeddings) of every token; otherwise only of the last one of each batch.
+    ///
+    /// # Errors
+    /// [`LlmError::ContextFull`], [`LlmError::Decode`], or an error recorded by the eval callback.
+    pub fn eval(&mut self, tokens: &[Token], all_outputs: bool) -> Result<(), LlmError> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        if self.kv_plan != self.plan_id {
+            // never continue a state computed under another plan
+            return Err(LlmError::Callback(
+                "the KV cache was computed under another edit plan".into(),
+            ));
+        }
+        let needed = self.n_past + tokens.len();
+        if needed > self.n_ctx as usize {
+            return Err(LlmError::ContextFull {
+                needed,
+                n_ctx: self.n_ctx,
+            });
+        }
+        for chunk in tokens.chunks(self.n_batch) {
+            let n = chunk.len();
+            // SAFETY: the batch was allocated for `n_batch >= n` tokens with one seq id each, so every
+            // index written below is in bounds.
+            unsafe {
+                for (i, &tok) in chunk.iter().enumerate() {
+                    *self.batch.token.add(i) = tok;
+                    *self.batch.pos.add(i) = (self.n_past + i) as i32;
+                    *self.batch.n_seq_id.add(i) = 1;
+                    *(*self.batch.seq_id.add(i)) = 0;
+                    *self.batch.logits.add(i) = i8::from(all_outputs || i + 1 == n);
+                }
+            }
+            self.batch.n_tokens = n as i32;
+            if let Some(h) = self.hook_mut() {
+                h.reset_hits();
+            }
+            // SAFETY: live context; the batch holds `n` initialised tokens. The callback may run during
+            // this call; it touches only the hook state, which we do not borrow across the call.
+            let status = unsafe { sys::llama_decode(self.ptr.as_ptr(), self.batch) };
+            if status != 0 {
+                // a failed decode may leave partial state: drop it
+                self.clear();
+                return Err(if status == 1 {
+                    LlmError::ContextFull {
+                        needed,
+                        n_ctx: self.n_ctx,
+                    }
+                } else {
+                    LlmError::Decode(status)
+                });
+            }
+            self.n_past += n;
+            self.check_hook()?;
+        }
+        Ok(())
+    }
+
+    fn check_hook(&mut self) -> Result<(), LlmError> {
+        let arch = self.model.info().arch.clone();
+        let node = self.model.mlp_node().name;
+        let Some(h) = self.hook_mut() else {
+            return Ok(());
+        };
+        if let Some(e) = h.error.take() {
+            return Err(LlmError::Callback(e));
+        }
+        if let Some(layer) = h.missed_layer() {
+            return Err(LlmError::NodeNotFound { arch, node, layer });
+        }
+        Ok(())
+    }
+
+    /// Logits of the last token evaluated with an output.
+    pub fn last_logits(&self) -> Vec<f32> {
+        let n_vocab = self.model.info().n_vocab;
+        // SAFETY: live context; after a successful `eval` the last output exists and has `n_vocab` logits.
+        let p = unsafe { sys::llama_get_logits_ith(self.ptr.as_ptr(), -1) };
+        if p.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: llama.cpp guarantees `n_vocab` floats at a non-null logits row.
+        unsafe { std::slice::from_raw_parts(p, n_vocab) }.to_vec()
+    }
+
+    /// Generate a continuation of `prompt` (raw text: apply a chat template first for chat models).
+    /// The KV cache is cleared first. `on_text` receives the text as it is produced.
+    ///
+    /// # Errors
+    /// See [`Context::eval`].
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        opts: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation, LlmError> {
+        let tokens = self.tokenize_prompt(prompt)?;
+        self.clear();
+        self.generate_tokens(&tokens, opts, on_text)
+    }
+
+    /// Tokenize a prompt the way [`Context::generate`] does (BOS where the model wants one, special
+    /// tokens parsed, no doubled BOS when the template already writes one).
+    ///
+    /// # Errors
+    /// [`LlmError::Tokenize`].
+    pub fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<Token>, LlmError> {
+        let mut tokens = self.model.tokenize(prompt, true, true)?;
+        if tokens.len() >= 2
+            && tokens[0] == tokens[1]
+            && self.model.token_bytes(tokens[0]).starts_with(b"<")
+        {
+            tokens.remove(0);
+        }
+        Ok(tokens)
+    }
+
+    /// Generate after the tokens already in the KV cache: evaluate `tokens`, then sample. Afterwards
+    /// the cache holds the prefix that was there before plus nothing else (the prompt part and the
+    /// answer are removed), so several answers can share one evaluated prefix.
+    ///
+    /// # Errors
+    /// See [`Context::eval`].
+    pub fn generate_after_prefix(
+        &mut self,
+        tokens: &[Token],
+        opts: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation, LlmError> {
+        let keep = self.n_past;
+        let out = self.generate_tokens(tokens, opts, on_text);
+        self.truncate(keep);
+        out
+    }
+
+    fn generate_tokens(
+        &mut self,
+        tokens: &[Token],
+        opts: &GenerateOptions,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Generation, LlmError> {
+        let sampler = Sampler::new(opts);
+        self.eval(tokens, false)?;
+        let mut out_tokens = Vec::new();
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut emitted = 0usize;
+        let mut stop = StopReason::MaxTokens;
+        let mut cut: Option<usize> = None;
+        for _ in 0..opts.max_tokens {
+            // SAFETY: live sampler and context; -1 is the last output, which `eval` guarantees.
+            let tok =
+                unsafe { sys::llama_sampler_sample(sampler.0.as_ptr(), self.ptr.as_ptr(), -1) };
+            if self.model.is_eog(tok) {
+                stop = StopReason::EndOfGeneration;
+                break;
+            }
+            out_tokens.push(tok);
+            bytes.extend_from_slice(&self.model.token_bytes(tok));
+            // stop strings: search the text produced so far (answers are short; this stays cheap)
+            if !opts.stop.is_empty() {
+                let text = String::from_utf8_lossy(&bytes);
+                if let Some(at) = opts.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                    cut = Some(at);
+                    stop = StopReason::StopString;
+                    break;
+                }
+            }
+            // stream the longest complete UTF-8 prefix not yet emitted, holding back what could still
+            // become a stop string
+            let valid = match std::str::from_utf8(&bytes[emitted..]) {
+                Ok(s) => s.len(),
+                Err(e) => e.valid_up_to(),
+            };
+            let hold = opts
+                .stop
+                .iter()
+                .map(|s| s.len().saturating_sub(1))
+                .max()
+                .unwrap_or(0);
+            let mut upto = emitted + valid.saturating_sub(hold);
+            while upto > emitted && std::str::from_utf8(&bytes[emitted..upto]).is_err() {
+                upto -= 1;
+            }
+            if upto > emitted {
+                on_text(std::str::from_utf8(&bytes[emitted..upto]).unwrap_or_default());
+                emitted = upto;
+            }
+            self.eval(&[tok], false)?;
+        }
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some(at) = cut {
+            text.truncate(at);
+        }
+        if text.len() > emitted
+            && let Some(rest) = text.get(emitted..)
+        {
+            on_text(rest);
+        }
+        Ok(Generation {
+            text,
+            tokens: out_tokens,
+            n_prompt: tokens.len(),
+            stop,
+        })
+    }
+
+    /// Read `tokens` from an empty cache and capture the MLP output of `request.layers` at every
+    /// position. The edit plan, if any, is applied before capture (the capture sees what the next layer
+    /// sees).
+    ///
+    /// # Errors
+    /// [`LlmError::LayerOutOfRange`], or see [`Context::eval`].
+    pub fn capture(
+        &mut self,
+        tokens: &[Token],
+        request: &CaptureRequest,
+    ) -> Result<Capture, LlmError> {
+        self.clear();
+        self.capture_after_prefix(tokens, request)
+    }
+
+    /// Capture the MLP outputs of `tokens` read after the prefix already in the KV cache; the prefix is
+    /// reused, not recomputed, and the cache is restored to the prefix afterwards.
+    ///
+    /// # Errors
+    /// [`LlmError::LayerOutOfRange`], or see [`Context::eval`].
+    pub fn capture_after_prefix(
+        &mut self,
+        tokens: &[Token],
+        request: &CaptureRequest,
+    ) -> Result<Capture, LlmError> {
+        let n_layer = self.model.n_layer();
+        if let Some(&layer) = request.layers.iter().find(|&&l| l >= n_layer) {
+            return Err(LlmError::LayerOutOfRange { layer, n_layer });
+        }
+        let Some(hook) = self.hook_mut() else {
+            return Err(LlmError::Callback(
+                "this context was created without the edit hook".into(),
+            ));
+        };
+        hook.set_capture(&request.layers);
+        // The last layer's MLP runs only on the rows that produce output: ask for all of them then.
+        let all = request.layers.contains(&(n_layer - 1));
+        let keep = self.n_past;
+        let result = self.eval(tokens, all);
+        self.truncate(keep);
+        let hook = self.hook_mut().expect("checked above");
+        let captured: Vec<Vec<f32>> = request
+            .layers
+            .iter()
+            .map(|&l| std::mem::take(&mut hook.captured[l]))
+            .collect();
+        hook.set_capture(&[]);
+        result?;
+        let hidden = self.model.n_embd();
+        for (rows, &layer) in captured.iter().zip(&request.layers) {
+            if rows.len() != tokens.len() * hidden {
+                return Err(LlmError::Callback(format!(
+                    "layer {layer}: captured {} rows for {} tokens",
+                    rows.len() / hidden.max(1),
+                    tokens.len()
+                )));
+            }
+        }
+        Ok(Capture {
+            hidden,
+            n_pos: tokens.len(),
+            layers: request.layers.clone(),
+            data: captured,
+        })
+    }
+
+    /// Diagnostic: read `tokens` from an empty cache and return, for each node name (`l_out-3`,
+    /// `ffn_inp-4`, ...), the values that node held, all positions concatenated. The edit plan applies as
+    /// usual. Slow (every node name is compared); meant for tests and for checking a new architecture.
+    ///
+    /// # Errors
+    /// See [`Context::eval`].
+    pub fn probe(&mut self, tokens: &[Token], names: &[&str]) -> Result<Vec<Vec<f32>>, LlmError> {
+        let Some(hook) = self.hook_mut() else {
+            return Err(LlmError::Callback(
+                "this context was created without the edit hook".into(),
+            ));
+        };
+        hook.probes = names
+            .iter()
+            .map(|n| {
+                let mut name = [0 as std::ffi::c_char; 64];
+                for (dst, &b) in name.iter_mut().zip(n.as_bytes().iter().take(63)) {
+                    *dst = b as std::ffi::c_char;
+                }
+                (name, Vec::new())
+            })
+            .collect();
+        self.clear();
+        let result = self.eval(tokens, true);
+        self.clear();
+        let hook = self.hook_mut().expect("checked above");
+        let probes = std::mem::take(&mut hook.probes);
+        result?;
+        Ok(probes.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Read `tokens` into the (cleared) KV cache as a prefix that later calls build on
+    /// ([`Context::capture_after_prefix`], [`Context::generate_after_prefix`]).
+    ///
+    /// # Errors
+    /// See [`Context::eval`].
+    pub fn load_prefix(&mut self, tokens: &[Token]) -> Result<(), LlmError> {
+        self.clear();
+        self.eval(tokens, false)
+    }
+
+    /// The mean-pooled embedding of `text` (context created with `embeddings: true`).
+    ///
+    /// # Errors
+    /// See [`Context::eval`]; [`LlmError::Callback`] when the context does not compute embeddings.
+    pub fn embed(&mut self, text: &str) -> Result<Vec<f32>, LlmError> {
+        let tokens = self.model.tokenize(text, true, false)?;
+        self.clear();
+        self.eval(&tokens, true)?;
+        // SAFETY: live context; sequence 0 was just evaluated.
+        let p = unsafe { sys::llama_get_embeddings_seq(self.ptr.as_ptr(), 0) };
+        if p.is_null() {
+            return Err(LlmError::Callback(
+                "this context does not compute embeddings".into(),
+            ));
+        }
+        // SAFETY: a pooled embedding row holds `n_embd` floats.
+        let v = unsafe { std::slice::from_raw_parts(p, self.model.n_embd()) }.to_vec();
+        self.clear();
+        Ok(v)
+    }
+}
+
+/// A llama.cpp sampler chain, freed on drop.
+struct Sampler(NonNull<sys::llama_sampler>);
+
+impl Sampler {
+    fn new(opts: &GenerateOptions) -> Sampler {
+        // SAFETY: the chain takes ownership of every sampler added to it; all constructors return fresh
+        // samplers and have no preconditions.
+        unsafe {
+            let chain = sys::llama_sampler_chain_init(sys::llama_sampler_chain_default_params());
+            if opts.temperature <= 0.0 {
+                sys::llama_sampler_chain_add(chain, sys::llama_sampler_init_greedy());
+            } else {
+                sys::llama_sampler_chain_add(chain, sys::llama_sampler_init_top_k(40));
+                sys::llama_sampler_chain_add(chain, sys::llama_sampler_init_top_p(opts.top_p, 1));
+                sys::llama_sampler_chain_add(chain, sys::llama_sampler_init_temp(opts.temperature));
+                sys::llama_sampler_chain_add(chain, sys::llama_sampler_init_dist(opts.seed));
+            }
+            Sampler(NonNull::new(chain).expect("llama_sampler_chain_init returned null"))
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        // SAFETY: created by `llama_sampler_chain_init`, freed once (frees the samplers it owns).
+        unsafe { sys::llama_sampler_free(self.0.as_ptr()) }
+    }
+}

@@ -1,0 +1,30 @@
+//! Helpers shared by the integration tests: the fetched models and the CLI binary.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Path of a model fetched by `models/fetch.sh NAME`; panics with the fix when it is missing, so a
+/// test never passes for lack of its model.
+pub fn model_path(name: &str) -> PathBuf {
+    let path = chameleon::paths::fetched_model(name);
+    assert!(
+        path.exists(),
+        "model `{name}` not found at {}; run `models/fetch.sh {name}` (or `make test`, which fetches it)",
+        path.display()
+    );
+    path
+}
+
+/// The default model (SmolLM2-135M-Instruct).
+pub fn smollm() -> PathBuf {
+    model_path("smollm2-135m")
+}
+
+/// Run the `chameleon` binary with `args`.
+pub fn chameleon(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chameleon"))
+        .args(args)
+        .output()
+        .expect("run the chameleon binary")
+}

@@ -1,0 +1,429 @@
+//! The engine on the real llama.cpp and real models: the edit hook, capture, plans, errors.
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use chameleon::llm::{CaptureRequest, Context, ContextParams, GenerateOptions, Model, ModelParams};
+use chameleon::steer::{EditPlan, LayerEdit};
+
+fn load(name: &str) -> &'static Model {
+    static MODELS: OnceLock<std::sync::Mutex<Vec<(&'static str, &'static Model)>>> =
+        OnceLock::new();
+    let models = MODELS.get_or_init(Default::default);
+    let mut models = models.lock().unwrap();
+    if let Some((_, m)) = models.iter().find(|(n, _)| *n == name) {
+        return m;
+    }
+    let m: &'static Model = Box::leak(Box::new(
+        Model::load(&common::model_path(name), &ModelParams::default()).unwrap(),
+    ));
+    models.push((Box::leak(name.to_string().into_boxed_str()), m));
+    m
+}
+
+fn ctx(model: &Model, hook: bool) -> Context<'_> {
+    model
+        .new_context(&ContextParams {
+            n_ctx: 1024,
+            n_threads: Some(2),
+            hook,
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+const PROMPT: &str = "Write one sentence about the sea.";
+
+fn greedy(n: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens: n,
+        ..Default::default()
+    }
+}
+
+/// A deterministic pseudo-random unit vector.
+fn unit(d: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..d)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / n).collect()
+}
+
+fn plan(model: &Model, layers: &[usize], alpha: f32, beta: f32, seed: u64) -> Arc<EditPlan> {
+    let d = model.n_embd();
+    let edits = layers
+        .iter()
+        .map(|&layer| LayerEdit {
+            layer,
+            p: unit(d, seed + layer as u64),
+            n: unit(d, seed + 1000 + layer as u64),
+            alpha,
+            beta,
+        })
+        .collect();
+    Arc::new(EditPlan::new(model.n_layer(), d, edits).unwrap())
+}
+
+fn prompt_tokens(c: &Context<'_>) -> Vec<i32> {
+    let p = c.model().chat_prompt(None, PROMPT).unwrap();
+    c.tokenize_prompt(&p).unwrap()
+}
+
+#[test]
+fn model_info_is_read() {
+    let m = load("smollm2-135m");
+    let info = m.info();
+    assert_eq!(info.arch, "llama");
+    assert_eq!(info.n_layer, 30);
+    assert_eq!(info.n_embd, 576);
+    assert!(
+        info.chat_template
+            .as_deref()
+            .unwrap_or_default()
+            .contains("im_start")
+    );
+    assert_eq!(
+        m.fingerprint().unwrap(),
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
+}
+
+#[test]
+fn empty_and_zero_plans_match_no_hook_bit_for_bit() {
+    let m = load("smollm2-135m");
+    let mut plain = ctx(m, false);
+    let toks = prompt_tokens(&plain);
+    plain.eval(&toks, false).unwrap();
+    let plain_logits = plain.last_logits();
+    let plain_gen = plain
+        .generate(&m.chat_prompt(None, PROMPT).unwrap(), &greedy(24), |_| {})
+        .unwrap();
+
+    let d = m.n_embd();
+    let zero = Arc::new(
+        EditPlan::new(
+            m.n_layer(),
+            d,
+            (0..m.n_layer())
+                .map(|layer| LayerEdit {
+                    layer,
+                    p: vec![0.0; d],
+                    n: vec![0.0; d],
+                    alpha: 1.0,
+                    beta: 1.0,
+                })
+                .collect(),
+        )
+        .unwrap(),
+    );
+    for p in [Arc::new(EditPlan::empty(m.n_layer(), d)), zero] {
+        let mut hooked = ctx(m, true);
+        hooked.set_plan(p).unwrap();
+        hooked.eval(&toks, false).unwrap();
+        assert_eq!(
+            hooked.last_logits(),
+            plain_logits,
+            "logits differ from plain llama.cpp"
+        );
+        let g = hooked
+            .generate(&m.chat_prompt(None, PROMPT).unwrap(), &greedy(24), |_| {})
+            .unwrap();
+        assert_eq!(g.tokens, plain_gen.tokens);
+        assert_eq!(g.text, plain_gen.text);
+    }
+}
+
+#[test]
+fn a_one_layer_edit_changes_the_logits() {
+    let m = load("smollm2-135m");
+    let mut c = ctx(m, true);
+    let toks = prompt_tokens(&c);
+    c.eval(&toks, false).unwrap();
+    let before = c.last_logits();
+    c.set_plan(plan(m, &[10], 4.0, 1.0, 7)).unwrap();
+    assert_eq!(c.n_past(), 0, "a new plan must clear the KV cache");
+    c.eval(&toks, false).unwrap();
+    let after = c.last_logits();
+    let diff: f32 = before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / before.len() as f32;
+    assert!(diff > 1e-3, "mean |logit change| {diff} too small");
+}
+
+/// The residual identity `l_out-L = input-of-MLP-block + MLP output` holds for what we capture, with and
+/// without an edit, and an edit of the captured tensor shifts the layer's output (the next layer's input)
+/// by exactly the change of the captured vector: so the captured node is the MLP block's own output,
+/// before the residual add, and it is what the rest of the network reads.
+fn check_residual_identity(name: &str, block_input: &str, layer: usize) {
+    let m = load(name);
+    let d = m.n_embd();
+    let mut c = ctx(m, true);
+    let toks = m
+        .tokenize("The quick brown fox jumps over the lazy dog.", true, false)
+        .unwrap();
+    let names = [format!("{block_input}-{layer}"), format!("l_out-{layer}")];
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let req = CaptureRequest {
+        layers: vec![layer],
+    };
+
+    let plain_cap = c.capture(&toks, &req).unwrap();
+    let plain = c.probe(&toks, &names).unwrap();
+    c.set_plan(plan(m, &[layer], 3.0, 1.0, 11)).unwrap();
+    let edit_cap = c.capture(&toks, &req).unwrap();
+    let edited = c.probe(&toks, &names).unwrap();
+
+    let mlp_plain = plain_cap.rows(layer).unwrap();
+    let mlp_edit = edit_cap.rows(layer).unwrap();
+    assert_eq!(mlp_plain.len(), toks.len() * d);
+    assert_eq!(
+        plain[0].len(),
+        toks.len() * d,
+        "probe `{}` not found",
+        names[0]
+    );
+    assert_ne!(
+        mlp_plain, mlp_edit,
+        "the edit did not change the captured output"
+    );
+    let scale = mlp_plain
+        .iter()
+        .chain(&plain[1])
+        .fold(0f32, |a, x| a.max(x.abs()));
+    let tol = 1e-5 * scale.max(1.0);
+    for i in 0..mlp_plain.len() {
+        // l_out = block input + MLP output
+        assert!(
+            (plain[1][i] - (plain[0][i] + mlp_plain[i])).abs() <= tol,
+            "plain identity fails at {i}"
+        );
+        assert!(
+            (edited[1][i] - (edited[0][i] + mlp_edit[i])).abs() <= tol,
+            "edited identity fails at {i}"
+        );
+        // the block input is upstream of the edit: unchanged
+        assert_eq!(plain[0][i], edited[0][i]);
+        // the layer output moves by exactly the edit of the MLP output
+        let shift = edited[1][i] - plain[1][i];
+        assert!(
+            (shift - (mlp_edit[i] - mlp_plain[i])).abs() <= tol,
+            "shift differs at {i}"
+        );
+    }
+}
+
+#[test]
+fn llama_capture_is_the_mlp_output() {
+    check_residual_identity("smollm2-135m", "ffn_inp", 12);
+}
+
+#[test]
+fn llama_capture_of_the_last_layer_has_every_position() {
+    check_residual_identity("smollm2-135m", "ffn_inp", 29);
+}
+
+#[test]
+fn gemma3_capture_is_after_the_post_mlp_norm() {
+    check_residual_identity("gemma3-270m", "sa_out", 5);
+}
+
+fn check_capture_shapes(name: &str, check_prefix_reuse: bool) {
+    let m = load(name);
+    let d = m.n_embd();
+    let mut c = ctx(m, true);
+    let toks = m
+        .tokenize("I like quiet films with a twist ending.", true, false)
+        .unwrap();
+    let layers = vec![0, m.n_layer() / 2, m.n_layer() - 1];
+    let cap = c
+        .capture(
+            &toks,
+            &CaptureRequest {
+                layers: layers.clone(),
+            },
+        )
+        .unwrap();
+    assert_eq!(cap.n_pos(), toks.len());
+    assert_eq!(cap.hidden(), d);
+    assert_eq!(cap.layers(), &layers[..]);
+    for &l in &layers {
+        assert_eq!(cap.rows(l).unwrap().len(), toks.len() * d);
+        let range = 2..toks.len();
+        let mean = cap.mean(l, range.clone()).unwrap();
+        for j in [0, d / 2, d - 1] {
+            let manual: f32 = range
+                .clone()
+                .map(|p| cap.row(l, p).unwrap()[j])
+                .sum::<f32>()
+                / range.len() as f32;
+            assert!((mean[j] - manual).abs() <= 1e-4 * manual.abs().max(1.0));
+        }
+        assert_eq!(cap.last(l).unwrap(), cap.row(l, toks.len() - 1).unwrap());
+        assert!(cap.rows(l).unwrap().iter().all(|x| x.is_finite()));
+    }
+    assert!(cap.rows(1).is_none() || layers.contains(&1));
+    assert!(cap.mean(0, 0..0).is_none());
+    // capturing after a prefix gives the same rows as capturing the whole text. Not checked on gemma3:
+    // there llama.cpp itself gives visibly different activations for one batch vs token by token
+    // (measured: up to 15% of the row's scale at layer 9, activations ~5000 at BOS), a property of the
+    // model's numerics, not of the reuse.
+    if !check_prefix_reuse {
+        return;
+    }
+    let split = 4;
+    c.load_prefix(&toks[..split]).unwrap();
+    let tail = c
+        .capture_after_prefix(
+            &toks[split..],
+            &CaptureRequest {
+                layers: layers.clone(),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        c.n_past(),
+        split,
+        "the prefix must be kept, the rest dropped"
+    );
+    for &l in &layers {
+        let whole = &cap.rows(l).unwrap()[split * d..];
+        let part = tail.rows(l).unwrap();
+        let max = whole
+            .iter()
+            .zip(part)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let scale = whole.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(
+            max <= 1e-3 * scale,
+            "layer {l}: prefix reuse differs by {max} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn capture_shapes_and_pooling_llama() {
+    check_capture_shapes("smollm2-135m", true);
+}
+
+#[test]
+fn capture_shapes_and_pooling_gemma3() {
+    check_capture_shapes("gemma3-270m", false);
+}
+
+#[test]
+fn swapping_plans_gives_each_plans_own_output() {
+    let m = load("smollm2-135m");
+    let prompt = m.chat_prompt(None, PROMPT).unwrap();
+    let a = plan(m, &[3, 9, 15], 6.0, 1.0, 21);
+    let b = plan(m, &[20, 25], 6.0, 1.0, 99);
+    let fresh = |p: &Arc<EditPlan>| {
+        let mut c = ctx(m, true);
+        c.set_plan(p.clone()).unwrap();
+        c.generate(&prompt, &greedy(20), |_| {}).unwrap().tokens
+    };
+    let (want_a, want_b) = (fresh(&a), fresh(&b));
+    let mut c = ctx(m, true);
+    c.clear_plan();
+    let want_none = c.generate(&prompt, &greedy(20), |_| {}).unwrap().tokens;
+    assert!(
+        want_a != want_none || want_b != want_none,
+        "the plans do not change the output at all"
+    );
+    for (p, want) in [(&a, &want_a), (&b, &want_b), (&a, &want_a)] {
+        c.set_plan(p.clone()).unwrap();
+        assert_eq!(
+            &c.generate(&prompt, &greedy(20), |_| {}).unwrap().tokens,
+            want
+        );
+    }
+    c.clear_plan();
+    assert_eq!(
+        c.generate(&prompt, &greedy(20), |_| {}).unwrap().tokens,
+        want_none
+    );
+}
+
+#[test]
+fn a_plan_for_another_model_is_refused() {
+    let m = load("smollm2-135m");
+    let mut c = ctx(m, true);
+    let wrong = Arc::new(EditPlan::empty(24, 896));
+    assert!(c.set_plan(wrong).is_err());
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_stop_strings_cut() {
+    let m = load("smollm2-135m");
+    let mut c = ctx(m, true);
+    let prompt = m.chat_prompt(None, "Name three colours.").unwrap();
+    let opts = GenerateOptions {
+        max_tokens: 24,
+        temperature: 0.9,
+        seed: 5,
+        ..Default::default()
+    };
+    let a = c.generate(&prompt, &opts, |_| {}).unwrap();
+    let b = c.generate(&prompt, &opts, |_| {}).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    let full = c.generate(&prompt, &greedy(32), |_| {}).unwrap();
+    let word = full
+        .text
+        .split_whitespace()
+        .nth(2)
+        .expect("three words")
+        .to_string();
+    let mut streamed = String::new();
+    let cut = c
+        .generate(
+            &prompt,
+            &GenerateOptions {
+                stop: vec![word.clone()],
+                ..greedy(32)
+            },
+            |s| streamed.push_str(s),
+        )
+        .unwrap();
+    assert!(
+        !cut.text.contains(&word),
+        "{:?} still contains {word:?}",
+        cut.text
+    );
+    assert!(full.text.starts_with(&cut.text));
+    assert_eq!(
+        streamed, cut.text,
+        "streamed text must equal the returned text"
+    );
+}
+
+#[test]
+fn embeddings_are_mean_pooled_and_deterministic() {
+    let m = load("smollm2-135m");
+    let mut e = m
+        .new_context(&ContextParams {
+            n_ctx: 512,
+            embeddings: true,
+            n_threads: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+    let a = e.embed("a film about space travel").unwrap();
+    let b = e.embed("a film about space travel").unwrap();
+    let c = e.embed("my cat sleeps all day").unwrap();
+    assert_eq!(a.len(), m.n_embd());
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
