@@ -10,11 +10,22 @@ RUN := $(CARGO) run --quiet --
 
 .PHONY: demo test setup models check lint bench clean-models
 
+DEMO_DB := target/demo/chameleon.db
+# SmolLM2 is tiny: the auto layer rule is uninformative there (see README, "Findings"), so the demo edits
+# three middle layers explicitly
+DEMO_FIT := --layers 8,10,12 --seed 1
+
 demo: setup models
 	$(CARGO) build
 	$(RUN) info
-	@echo
-	$(RUN) generate --prompt "Suggest a film for a rainy evening, in two sentences." --max-tokens 80
+	@rm -rf target/demo
+	$(RUN) --db $(DEMO_DB) user add maya
+	$(RUN) --db $(DEMO_DB) history import --user maya demo/maya.jsonl
+	$(RUN) --db $(DEMO_DB) fit --user maya $(DEMO_FIT)
+	@for p in "Recommend a film for tonight." "What should I read next?" "Plan my Saturday."; do \
+		echo; echo "### $$p"; \
+		$(RUN) --db $(DEMO_DB) generate --user maya --compare --max-tokens 60 --prompt "$$p" || exit 1; \
+	done
 
 test: setup
 	models/fetch.sh smollm2-135m gemma3-270m

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod chat;
 mod export;
+mod fit;
 pub mod generate;
 mod group;
 mod history;
@@ -98,6 +100,10 @@ impl ModelArgs {
 pub enum Command {
     /// Show a model's architecture, layers, hidden size, chat template and fingerprint.
     Info(info::InfoArgs),
+    /// Fit a user's or a group's profile (the CHAMELEON pipeline).
+    Fit(fit::FitArgs),
+    /// Talk with the model, personalised for a user.
+    Chat(chat::ChatArgs),
     /// Answer one prompt.
     Generate(generate::GenerateArgs),
     /// Add, list or forget users.
@@ -120,6 +126,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     crate::llm::set_verbose(cli.global.verbose);
     match cli.command {
         Command::Info(args) => info::run(args, &cli.global),
+        Command::Fit(args) => fit::run(args, &cli.global),
+        Command::Chat(args) => chat::run(args, &cli.global),
         Command::Generate(args) => generate::run(args, &cli.global),
         Command::User(args) => user::run(args, &cli.global),
         Command::History(args) => history::run(args, &cli.global),
@@ -135,6 +143,8 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
         let hint = if let Some(e) = cause.downcast_ref::<crate::llm::LlmError>() {
             e.hint()
         } else if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
+            e.hint()
+        } else if let Some(e) = cause.downcast_ref::<crate::personalize::PersonalizeError>() {
             e.hint()
         } else {
             None

@@ -1,3 +1,10 @@
 //! The CHAMELEON pipeline: select -> insight -> pairs -> capture -> fit -> profile.
 pub mod fit;
+pub mod pipeline;
+pub mod prompts;
 pub mod select;
+
+pub use pipeline::{
+    FitParams, FitReport, LayerChoice, Mode, PersonalizeError, Personalizer, Pooling, TokenCounts,
+    profile_plan,
+};

@@ -29,8 +29,14 @@
 //! `dL/dn_i = (2 s_i + 2 m_i [n_i is the min]) / K`, likewise for `p_i`, `dn_i/da_i = n_i (1 - n_i)`, and
 //! `dL/dw = sum_i dL/da_i v_N,i + dL/dc_i v_P,i`, `dL/db = sum_i dL/da_i + dL/dc_i`.
 //!
-//! Speed: the centred features are copied once into two contiguous K x d buffers; an epoch is one fused pass
-//! over the rows (both dot products of a pair, then one fused axpy on the same rows while they are in cache), O(K d), no allocation.
+//! A property of the optimiser worth knowing: AdamW moves every coordinate of `w` at about the same rate, so
+//! 1000 steps of lr 1e-3 learn roughly `sign` of the separating direction rather than the direction itself.
+//! On synthetic pairs a direction with evenly spread weight is recovered almost exactly (|cos| ~ 0.98), a
+//! Gaussian one only to |cos| ~ 0.8 (`sqrt(2/pi)`). The reference has the same bias; the tests pin it.
+//!
+//! Speed: the centred features are copied once into two contiguous K x d buffers; an epoch is one pass over
+//! the pairs (both dot products of a pair at once, then one fused axpy on the same rows while they are in
+//! cache), O(K d), no allocation. One restart of 1000 epochs at K = 20, d = 576 takes about 4 ms.
 //! Restarts run on scoped threads, each restart's arithmetic being the same sequential code whichever thread
 //! runs it, so the result is bit-for-bit the same for the same seed whatever the number of cores.
 

@@ -1,0 +1,59 @@
+//! `chameleon chat`: an interactive conversation, personalised for a user.
+
+use std::io::{BufRead, Write};
+
+use clap::Args;
+
+use super::generate::{ProfileArgs, SamplingArgs};
+use super::{Global, ModelArgs};
+use crate::llm::ChatMessage;
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    /// A system message.
+    #[arg(long)]
+    pub system: Option<String>,
+}
+
+pub fn run(args: ChatArgs, global: &Global) -> anyhow::Result<()> {
+    let model = args.model.load(global)?;
+    let plan = args.profile.plan(&model, global)?;
+    let mut ctx = model.new_context(&args.model.context_params())?;
+    let personalised = plan.is_some();
+    if let Some(plan) = plan {
+        ctx.set_plan(plan)?;
+    }
+    let mut messages = Vec::new();
+    if let Some(s) = &args.system {
+        messages.push(ChatMessage::new("system", s.clone()));
+    }
+    eprintln!(
+        "chat with {}{}; an empty line or Ctrl-D ends it",
+        model.info().name.as_deref().unwrap_or(&model.info().arch),
+        if personalised { " (personalised)" } else { "" }
+    );
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        messages.push(ChatMessage::new("user", line.trim().to_string()));
+        let prompt = model.apply_chat_template(&messages, true)?;
+        let g = ctx.generate(&prompt, &args.sampling.options(), |piece| {
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        })?;
+        writeln!(out)?;
+        messages.push(ChatMessage::new("assistant", g.text));
+    }
+    Ok(())
+}

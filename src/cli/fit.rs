@@ -1,0 +1,133 @@
+//! `chameleon fit`: fit a user's (or a group's) profile.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Args;
+
+use super::{Global, ModelArgs};
+use crate::personalize::{FitParams, LayerChoice, Mode, Personalizer, Pooling};
+use crate::store::Store;
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("owner").required(true).args(["user", "group"])))]
+pub struct FitArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Fit this user's profile.
+    #[arg(long, short)]
+    pub user: Option<String>,
+    /// Fit one profile for every member of this group (pairs pooled).
+    #[arg(long, short)]
+    pub group: Option<String>,
+    /// History items kept by the PCA selection.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Where pair queries come from.
+    #[arg(long, value_enum, default_value_t = Mode::Offline)]
+    pub mode: Mode,
+    /// A query to add in online mode (repeatable).
+    #[arg(long = "query", value_name = "TEXT")]
+    pub queries: Vec<String>,
+    /// Layers to edit: `auto` (running-mean rule), `max:N`, or a list such as `3,4,10`.
+    #[arg(long, default_value = "auto")]
+    pub layers: LayerChoice,
+    /// Strength of the personal direction.
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f32,
+    /// Strength of the generic direction's removal.
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f32,
+    /// Seed of the CCS restarts (generation is greedy, so a seeded fit is reproducible bit for bit).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Pooling of each pair text's MLP outputs.
+    #[arg(long, value_enum, default_value_t = Pooling::Mean)]
+    pub pooling: Pooling,
+    /// Most pairs per user.
+    #[arg(long, default_value_t = 12)]
+    pub max_queries: usize,
+    /// Tokens per generated answer.
+    #[arg(long, default_value_t = 48)]
+    pub answer_tokens: usize,
+    /// Tokens per generated insight.
+    #[arg(long, default_value_t = 96)]
+    pub insight_tokens: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl FitArgs {
+    fn params(&self) -> FitParams {
+        let mut p = FitParams {
+            k: self.k,
+            mode: self.mode,
+            online_queries: self.queries.clone(),
+            max_queries: self.max_queries,
+            pooling: self.pooling,
+            layers: self.layers.clone(),
+            alpha: self.alpha,
+            beta: self.beta,
+            answer_tokens: self.answer_tokens,
+            insight_tokens: self.insight_tokens,
+            ..FitParams::default()
+        };
+        p.ccs.seed = self.seed;
+        p
+    }
+}
+
+pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
+    if args.mode == Mode::Offline && !args.queries.is_empty() {
+        anyhow::bail!("`--query` needs `--mode online`");
+    }
+    let store = Store::open(&global.db_path())?;
+    let model = args.model.load(global)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // a second Ctrl-C while stopping kills the process the usual way
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after the current step (Ctrl-C again to kill)");
+        });
+    }
+    let mut p =
+        Personalizer::new(&model, &store, args.model.context_params())?.with_interrupt(interrupted);
+    let params = args.params();
+    let report = match (&args.user, &args.group) {
+        (Some(u), _) => p.fit_user(u, &params)?,
+        (None, Some(g)) => p.fit_group(g, &params)?,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("profile of {} fitted", report.owner);
+    println!("  edited layers: {:?}", report.selected_layers);
+    println!(
+        "  pairs: {} used, {} dropped (identical answers), {} items reused from the store",
+        report.pairs, report.dropped_pairs, report.reused
+    );
+    let t = &report.tokens;
+    println!(
+        "  tokens processed: {} ({} history prefix, {} prompt, {} generated, {} captured); without prefix reuse: {}",
+        t.total(),
+        t.prefix,
+        t.suffix,
+        t.generated,
+        t.captured,
+        t.total_without_reuse()
+    );
+    let secs: Vec<String> = report
+        .seconds
+        .iter()
+        .map(|(s, v)| format!("{s} {v:.1}s"))
+        .collect();
+    println!("  time: {}", secs.join(", "));
+    Ok(())
+}

@@ -1,0 +1,863 @@
+//! The pipeline end to end: from a user's stored history to a stored profile.
+//!
+//! Stage by stage (method.md): select the k most representative items (PCA over the model's own
+//! mean-pooled embeddings), write a personal and a neutral insight, answer queries twice (personalised and
+//! neutral), capture the pooled MLP outputs of every pair text at every layer, fit per-layer directions
+//! (SVD for `p`, CCS for `n`), choose the layers, store the profile.
+//!
+//! Every prompt of one user starts with the same history block, so the block is read once and its KV
+//! cache reused for the insights, every answer and every capture ([`Context::load_prefix`]). Insights and
+//! pairs are stored as they are made, keyed by model fingerprint, prompt version and history hash: an
+//! interrupted fit resumes where it stopped, and a re-run reuses them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::fit::{CcsParams, FitError, fit_all, select_layers};
+use super::prompts::{self, Item, PROMPT_VERSION, TaskFamily};
+use super::select::{SelectError, select_representative};
+use crate::llm::{CaptureRequest, Context, ContextParams, GenerateOptions, LlmError, Model, Token};
+use crate::steer::{EditPlan, LayerEdit, PlanError};
+use crate::store::{
+    HistoryItem, InsightKey, InsightKind, LayerDirections, ModelIdentity, Owner, Pair, PairKey,
+    Profile, Store, StoreError, User, history_hash, unix_now,
+};
+
+/// Where the pair queries come from (method.md stage 3, **choice**).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The user's own history items that were not selected as the k-item history.
+    Offline,
+    /// Offline, plus the queries being answered now (as the paper does).
+    Online,
+}
+
+/// Which token positions are pooled into one vector per text (method.md stage 4, **choice**).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pooling {
+    /// Mean over the answer's tokens.
+    Mean,
+    /// The answer's last token.
+    Last,
+}
+
+/// Which layers to edit (method.md stage 5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerChoice {
+    /// The running-mean rule over CCS losses.
+    Auto,
+    /// The running-mean rule, at most this many layers.
+    Max(usize),
+    /// Exactly these layers.
+    List(Vec<usize>),
+}
+
+impl std::str::FromStr for LayerChoice {
+    type Err = String;
+
+    /// `auto`, `max:N`, or a comma list such as `3,4,10`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "auto" {
+            return Ok(LayerChoice::Auto);
+        }
+        if let Some(n) = s.strip_prefix("max:") {
+            return n
+                .parse()
+                .map(LayerChoice::Max)
+                .map_err(|_| format!("`{n}` is not a layer count"));
+        }
+        s.split(',')
+            .map(|x| {
+                x.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("`{x}` is not a layer number"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(LayerChoice::List)
+    }
+}
+
+/// Every parameter of a fit; recorded with the profile. Defaults are method.md's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitParams {
+    /// History items kept by the PCA selection.
+    pub k: usize,
+    /// Where pair queries come from.
+    pub mode: Mode,
+    /// Queries added in online mode.
+    pub online_queries: Vec<String>,
+    /// Most queries (pairs) per user.
+    pub max_queries: usize,
+    /// Pooling of each pair text.
+    pub pooling: Pooling,
+    /// Layers to edit.
+    pub layers: LayerChoice,
+    /// Strength of the personal direction.
+    pub alpha: f32,
+    /// Strength of the generic direction's removal.
+    pub beta: f32,
+    /// Tokens per insight.
+    pub insight_tokens: usize,
+    /// Tokens per pair answer.
+    pub answer_tokens: usize,
+    /// CCS settings; its seed is the fit's seed.
+    pub ccs: CcsParams,
+}
+
+impl Default for FitParams {
+    fn default() -> Self {
+        FitParams {
+            k: 10,
+            mode: Mode::Offline,
+            online_queries: Vec::new(),
+            max_queries: 12,
+            pooling: Pooling::Mean,
+            layers: LayerChoice::Auto,
+            alpha: 1.0,
+            beta: 1.0,
+            insight_tokens: 96,
+            answer_tokens: 48,
+            ccs: CcsParams::default(),
+        }
+    }
+}
+
+/// Errors of a fit.
+#[derive(Debug, thiserror::Error)]
+pub enum PersonalizeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error(transparent)]
+    Fit(#[from] FitError),
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("user `{0}` has no history")]
+    NoHistory(String),
+    #[error("group `{0}` has no members")]
+    EmptyGroup(String),
+    #[error(
+        "only {got} usable pairs for `{owner}` (pairs whose two answers are identical are dropped); at least 2 are needed"
+    )]
+    TooFewPairs { owner: String, got: usize },
+    #[error("invalid fit parameters: {0}")]
+    Params(String),
+    #[error("interrupted; what was generated so far is stored and the next run resumes from it")]
+    Interrupted,
+}
+
+impl PersonalizeError {
+    /// A `hint:` line for the user.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PersonalizeError::Store(e) => e.hint(),
+            PersonalizeError::Llm(e) => e.hint(),
+            PersonalizeError::NoHistory(u) => Some(format!(
+                "add items with `chameleon history add --user {u} ...` or `chameleon history import --user {u} FILE`"
+            )),
+            PersonalizeError::TooFewPairs { .. } => Some(
+                "add more history items, or raise `--answer-tokens` so answers can differ".into(),
+            ),
+            PersonalizeError::EmptyGroup(g) => Some(format!(
+                "add members with `chameleon group add {g} USER...`"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Tokens the model read or wrote during a fit.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TokenCounts {
+    /// History-block tokens evaluated (once per distinct history thanks to prefix reuse).
+    pub prefix: usize,
+    /// Prompt tokens evaluated after a prefix.
+    pub suffix: usize,
+    /// Tokens generated.
+    pub generated: usize,
+    /// Tokens evaluated for captures (after the prefix).
+    pub captured: usize,
+    /// History-block tokens that re-reading the block for every prompt and capture would have cost.
+    pub prefix_without_reuse: usize,
+}
+
+impl TokenCounts {
+    /// Everything processed.
+    pub fn total(&self) -> usize {
+        self.prefix + self.suffix + self.generated + self.captured
+    }
+
+    /// What the same fit would process without prefix reuse.
+    pub fn total_without_reuse(&self) -> usize {
+        self.prefix_without_reuse + self.suffix + self.generated + self.captured
+    }
+}
+
+/// What a fit did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    /// Whose profile.
+    pub owner: String,
+    /// Layers chosen for editing.
+    pub selected_layers: Vec<usize>,
+    /// Usable pairs the directions were fitted on.
+    pub pairs: usize,
+    /// Pairs dropped because both answers were identical.
+    pub dropped_pairs: usize,
+    /// Insights and pairs found in the store instead of generated.
+    pub reused: usize,
+    /// Token counts.
+    pub tokens: TokenCounts,
+    /// Seconds per stage.
+    pub seconds: Vec<(String, f64)>,
+}
+
+/// One user's prepared material: the selected history, insights, pairs.
+#[derive(Debug, Clone)]
+struct Prepared {
+    family: TaskFamily,
+    selected: Vec<HistoryItem>,
+    /// Per pair: the history it was generated with (indices into `selected`), and the pair.
+    pairs: Vec<(Vec<usize>, Pair)>,
+}
+
+/// Runs fits for one model and one store.
+pub struct Personalizer<'a> {
+    model: &'a Model,
+    store: &'a Store,
+    ctx: Context<'a>,
+    embedder: Option<Context<'a>>,
+    ctx_params: ContextParams,
+    interrupt: Option<Arc<AtomicBool>>,
+    progress: bool,
+    tokens: TokenCounts,
+    reused: usize,
+    /// The prefix currently in `ctx`'s KV cache.
+    loaded_prefix: Option<Vec<Token>>,
+}
+
+impl<'a> Personalizer<'a> {
+    /// A personalizer on `model`, storing into `store`.
+    ///
+    /// # Errors
+    /// When the context cannot be created.
+    pub fn new(
+        model: &'a Model,
+        store: &'a Store,
+        ctx_params: ContextParams,
+    ) -> Result<Self, PersonalizeError> {
+        let ctx = model.new_context(&ctx_params)?;
+        Ok(Personalizer {
+            model,
+            store,
+            ctx,
+            embedder: None,
+            ctx_params,
+            interrupt: None,
+            progress: true,
+            tokens: TokenCounts::default(),
+            reused: 0,
+            loaded_prefix: None,
+        })
+    }
+
+    /// Stop cleanly at the next step when `flag` becomes true (Ctrl-C).
+    pub fn with_interrupt(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.interrupt = Some(flag);
+        self
+    }
+
+    /// Show progress bars on stderr (default: on; hidden anyway when stderr is not a terminal).
+    pub fn with_progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
+    fn check_interrupt(&self) -> Result<(), PersonalizeError> {
+        if self
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            return Err(PersonalizeError::Interrupted);
+        }
+        Ok(())
+    }
+
+    fn bar(&self, len: usize, msg: &str) -> ProgressBar {
+        let bar = ProgressBar::with_draw_target(
+            Some(len as u64),
+            if self.progress {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(msg.to_string());
+        bar
+    }
+
+    fn identity(&self) -> Result<ModelIdentity, PersonalizeError> {
+        Ok(ModelIdentity {
+            fingerprint: self.model.fingerprint()?.to_string(),
+            n_layer: self.model.n_layer(),
+            hidden: self.model.n_embd(),
+        })
+    }
+
+    /// Fit one user's profile and store it.
+    ///
+    /// # Errors
+    /// See [`PersonalizeError`].
+    pub fn fit_user(
+        &mut self,
+        name: &str,
+        params: &FitParams,
+    ) -> Result<FitReport, PersonalizeError> {
+        let user = self.store.require_user(name)?;
+        self.fit(Owner::User(name.to_string()), &[user], params)
+    }
+
+    /// Fit one profile on the pooled pairs of every member of a group, and store it as the group's.
+    ///
+    /// # Errors
+    /// See [`PersonalizeError`].
+    pub fn fit_group(
+        &mut self,
+        group: &str,
+        params: &FitParams,
+    ) -> Result<FitReport, PersonalizeError> {
+        let members = self.store.group_members(group)?;
+        if members.is_empty() {
+            return Err(PersonalizeError::EmptyGroup(group.to_string()));
+        }
+        self.fit(Owner::Group(group.to_string()), &members, params)
+    }
+
+    fn fit(
+        &mut self,
+        owner: Owner,
+        users: &[User],
+        params: &FitParams,
+    ) -> Result<FitReport, PersonalizeError> {
+        check_params(params, self.model.n_layer())?;
+        let ccs = params.ccs.clone().check()?;
+        self.tokens = TokenCounts::default();
+        self.reused = 0;
+        let mut seconds = Vec::new();
+        let n_layer = self.model.n_layer();
+        let layers: Vec<usize> = (0..n_layer).collect();
+
+        // stages 1-3 per user
+        let t = Instant::now();
+        let mut prepared = Vec::with_capacity(users.len());
+        for user in users {
+            prepared.push((user, self.prepare(user, params)?));
+        }
+        seconds.push((
+            "select+insights+pairs".to_string(),
+            t.elapsed().as_secs_f64(),
+        ));
+
+        // stage 4: capture
+        let t = Instant::now();
+        let total: usize = prepared.iter().map(|(_, p)| p.pairs.len()).sum();
+        let bar = self.bar(total, "capture");
+        let mut personal: Vec<Vec<Vec<f32>>> = vec![Vec::new(); n_layer];
+        let mut neutral: Vec<Vec<Vec<f32>>> = vec![Vec::new(); n_layer];
+        let mut dropped = 0;
+        for (_, prep) in &prepared {
+            for (hist, pair) in &prep.pairs {
+                bar.inc(1);
+                if pair.personal.trim() == pair.neutral.trim() {
+                    dropped += 1;
+                    continue;
+                }
+                self.check_interrupt()?;
+                let (prefix, query) = self.pair_prompt(prep, hist, &pair.query, None)?;
+                self.ensure_prefix(&prefix)?;
+                let vp = self.capture_answer(&query, &pair.personal, &layers, params.pooling)?;
+                let vn = self.capture_answer(&query, &pair.neutral, &layers, params.pooling)?;
+                for l in 0..n_layer {
+                    personal[l].push(vp[l].clone());
+                    neutral[l].push(vn[l].clone());
+                }
+            }
+        }
+        bar.finish_and_clear();
+        let usable = personal[0].len();
+        if usable < 2 {
+            return Err(PersonalizeError::TooFewPairs {
+                owner: owner.to_string(),
+                got: usable,
+            });
+        }
+        seconds.push(("capture".to_string(), t.elapsed().as_secs_f64()));
+
+        // stages 4-5: directions and layers
+        let t = Instant::now();
+        let bar = self.bar(1, "fit");
+        let fits = fit_all(&personal, &neutral, &ccs)?;
+        bar.finish_and_clear();
+        let losses: Vec<f32> = fits.iter().map(|f| f.ccs_loss).collect();
+        let selected = match &params.layers {
+            LayerChoice::Auto => select_layers(&losses, None),
+            LayerChoice::Max(n) => select_layers(&losses, Some(*n)),
+            LayerChoice::List(l) => {
+                let mut l = l.clone();
+                l.sort_unstable();
+                l.dedup();
+                l
+            }
+        };
+        seconds.push(("fit".to_string(), t.elapsed().as_secs_f64()));
+
+        let profile = Profile {
+            model: self.identity()?,
+            selected_layers: selected.clone(),
+            layers: fits
+                .into_iter()
+                .enumerate()
+                .map(|(layer, f)| LayerDirections {
+                    layer,
+                    p: f.personal,
+                    n: f.generic,
+                    ccs_loss: f.ccs_loss,
+                })
+                .collect(),
+            params: serde_json::json!({
+                "fit": params,
+                "prompt_version": PROMPT_VERSION,
+                "pairs": usable,
+                "members": users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+            }),
+            created: unix_now(),
+        };
+        self.store.save_profile(&owner, &profile)?;
+        Ok(FitReport {
+            owner: owner.to_string(),
+            selected_layers: selected,
+            pairs: usable,
+            dropped_pairs: dropped,
+            reused: self.reused,
+            tokens: self.tokens,
+            seconds,
+        })
+    }
+
+    /// Stages 1-3 for one user, reusing what the store has.
+    fn prepare(&mut self, user: &User, params: &FitParams) -> Result<Prepared, PersonalizeError> {
+        let history = self.store.history(user.id)?;
+        if history.is_empty() {
+            return Err(PersonalizeError::NoHistory(user.name.clone()));
+        }
+        let family = dominant_family(&history);
+
+        // stage 1: representative items
+        let chosen = if history.len() <= params.k {
+            (0..history.len()).collect()
+        } else {
+            let bar = self.bar(history.len(), "embed");
+            let mut emb = Vec::with_capacity(history.len());
+            for item in &history {
+                self.check_interrupt()?;
+                emb.push(self.embed(&format!("{}\n{}", item.input, item.output))?);
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            select_representative(&emb, params.k)?
+        };
+        let selected: Vec<HistoryItem> = chosen.iter().map(|&i| history[i].clone()).collect();
+        let rest: Vec<&HistoryItem> = (0..history.len())
+            .filter(|i| !chosen.contains(i))
+            .map(|i| &history[i])
+            .collect();
+        let fingerprint = self.model.fingerprint()?.to_string();
+        let hash = history_hash(&selected);
+        let all: Vec<usize> = (0..selected.len()).collect();
+
+        // stage 2: insights, with the whole selected history
+        let mut prep = Prepared {
+            family,
+            selected,
+            pairs: Vec::new(),
+        };
+        let mut insights = [String::new(), String::new()];
+        let bar = self.bar(2, "insights");
+        for (slot, kind) in [InsightKind::Personal, InsightKind::Neutral]
+            .into_iter()
+            .enumerate()
+        {
+            let key = InsightKey {
+                user: user.id,
+                fingerprint: fingerprint.clone(),
+                kind,
+                prompt_version: PROMPT_VERSION,
+                history_hash: hash.clone(),
+            };
+            if let Some(text) = self.store.insight(&key)? {
+                self.reused += 1;
+                insights[slot] = text;
+            } else {
+                self.check_interrupt()?;
+                let request = match kind {
+                    InsightKind::Personal => prompts::personal_insight_request(family),
+                    InsightKind::Neutral => prompts::neutral_insight_request(family),
+                };
+                let (prefix, suffix) = self.split(&prep, &all, &request)?;
+                self.ensure_prefix(&prefix)?;
+                let text = self.generate_after(&suffix, params.insight_tokens)?;
+                self.store.put_insight(&key, &text)?;
+                insights[slot] = text;
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+
+        // stage 3: queries and pairs
+        let mut queries: Vec<(Vec<usize>, String)> = Vec::new();
+        for item in rest.iter().take(params.max_queries) {
+            queries.push((all.clone(), item.input.clone()));
+        }
+        if queries.len() < 3 {
+            // leave one out: the item is the query, the other selected items the history
+            for i in 0..prep.selected.len() {
+                if queries.len() >= params.max_queries.max(3) {
+                    break;
+                }
+                let hist: Vec<usize> = all.iter().copied().filter(|&j| j != i).collect();
+                if !hist.is_empty() {
+                    queries.push((hist, prep.selected[i].input.clone()));
+                }
+            }
+        }
+        if params.mode == Mode::Online {
+            for q in &params.online_queries {
+                queries.push((all.clone(), q.clone()));
+            }
+        }
+        let pair_key = PairKey {
+            user: user.id,
+            fingerprint,
+            prompt_version: PROMPT_VERSION,
+            history_hash: hash,
+        };
+        let stored: HashMap<String, Pair> = self
+            .store
+            .pairs(&pair_key)?
+            .into_iter()
+            .map(|p| (p.query.clone(), p))
+            .collect();
+        let bar = self.bar(queries.len(), "pairs");
+        for (hist, query) in queries {
+            if let Some(p) = stored.get(&query) {
+                self.reused += 1;
+                prep.pairs.push((hist, p.clone()));
+                bar.inc(1);
+                continue;
+            }
+            self.check_interrupt()?;
+            let (prefix, personal_suffix) = self.pair_prompt(
+                &prep,
+                &hist,
+                &query,
+                Some(&prompts::personalised_instruction(&insights[0])),
+            )?;
+            self.ensure_prefix(&prefix)?;
+            let personal = self.generate_after(&personal_suffix, params.answer_tokens)?;
+            self.check_interrupt()?;
+            let (_, neutral_suffix) = self.pair_prompt(
+                &prep,
+                &hist,
+                &query,
+                Some(&prompts::neutral_instruction(&insights[1])),
+            )?;
+            let neutral = self.generate_after(&neutral_suffix, params.answer_tokens)?;
+            let pair = Pair {
+                query: query.clone(),
+                personal,
+                neutral,
+            };
+            self.store.put_pair(&pair_key, &pair)?;
+            prep.pairs.push((hist, pair));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(prep)
+    }
+
+    /// `(prefix, suffix)` of the chat whose user turn is the history block (items `hist` of `prep`)
+    /// followed by `after`.
+    fn split(
+        &self,
+        prep: &Prepared,
+        hist: &[usize],
+        after: &str,
+    ) -> Result<(String, String), PersonalizeError> {
+        let items: Vec<Item<'_>> = hist
+            .iter()
+            .map(|&i| Item {
+                input: &prep.selected[i].input,
+                output: &prep.selected[i].output,
+            })
+            .collect();
+        let block = format!("{}\n", prompts::history_block(prep.family, &items));
+        let model = self.model;
+        Ok(prompts::split_chat(
+            &block,
+            after,
+            |content| model.chat_prompt(None, content),
+            || LlmError::ChatTemplate,
+        )?)
+    }
+
+    /// The prompt of one query: `instruction` (personalised or neutral) before the query, or none for the
+    /// capture texts, which show both answers in the same neutral context.
+    fn pair_prompt(
+        &self,
+        prep: &Prepared,
+        hist: &[usize],
+        query: &str,
+        instruction: Option<&str>,
+    ) -> Result<(String, String), PersonalizeError> {
+        let q = prompts::query_text(prep.family, query, None);
+        let after = format!("{}{q}", instruction.unwrap_or(""));
+        self.split(prep, hist, &after)
+    }
+
+    fn ensure_prefix(&mut self, prefix: &str) -> Result<(), PersonalizeError> {
+        let tokens = self.ctx.tokenize_prompt(prefix)?;
+        if self.loaded_prefix.as_ref() != Some(&tokens) || self.ctx.n_past() != tokens.len() {
+            self.ctx.load_prefix(&tokens)?;
+            self.tokens.prefix += tokens.len();
+            self.loaded_prefix = Some(tokens);
+        }
+        Ok(())
+    }
+
+    fn prefix_len(&self) -> usize {
+        self.loaded_prefix.as_ref().map_or(0, Vec::len)
+    }
+
+    fn generate_after(
+        &mut self,
+        suffix: &str,
+        max_tokens: usize,
+    ) -> Result<String, PersonalizeError> {
+        let tokens = self.model.tokenize(suffix, false, true)?;
+        let opts = GenerateOptions {
+            max_tokens,
+            ..Default::default()
+        };
+        let g = self.ctx.generate_after_prefix(&tokens, &opts, |_| {})?;
+        self.tokens.suffix += tokens.len();
+        self.tokens.generated += g.tokens.len();
+        self.tokens.prefix_without_reuse += self.prefix_len();
+        Ok(g.text.trim().to_string())
+    }
+
+    /// Pooled MLP outputs (one vector per layer) of `answer` read after the loaded prefix and `query`.
+    fn capture_answer(
+        &mut self,
+        query: &str,
+        answer: &str,
+        layers: &[usize],
+        pooling: Pooling,
+    ) -> Result<Vec<Vec<f32>>, PersonalizeError> {
+        let mut tokens = self.model.tokenize(query, false, true)?;
+        let start = tokens.len();
+        let answer_tokens = self.model.tokenize(answer.trim(), false, false)?;
+        tokens.extend_from_slice(&answer_tokens);
+        let end = tokens.len();
+        let cap = self.ctx.capture_after_prefix(
+            &tokens,
+            &CaptureRequest {
+                layers: layers.to_vec(),
+            },
+        )?;
+        self.tokens.captured += tokens.len();
+        self.tokens.prefix_without_reuse += self.prefix_len();
+        let range = if start < end {
+            start..end
+        } else {
+            end - 1..end
+        };
+        Ok(layers
+            .iter()
+            .map(|&l| match pooling {
+                Pooling::Mean => cap
+                    .mean(l, range.clone())
+                    .expect("range inside the capture"),
+                Pooling::Last => cap.last(l).expect("at least one position"),
+            })
+            .collect())
+    }
+
+    fn embed(&mut self, text: &str) -> Result<Vec<f32>, PersonalizeError> {
+        if self.embedder.is_none() {
+            let params = ContextParams {
+                embeddings: true,
+                hook: false,
+                ..self.ctx_params.clone()
+            };
+            self.embedder = Some(self.model.new_context(&params)?);
+        }
+        let e = self.embedder.as_mut().expect("created above");
+        Ok(e.embed(text)?)
+    }
+}
+
+fn check_params(p: &FitParams, n_layer: usize) -> Result<(), PersonalizeError> {
+    let bad = |m: String| Err(PersonalizeError::Params(m));
+    if p.k == 0 {
+        return bad("`k` must be at least 1".into());
+    }
+    if p.max_queries < 2 {
+        return bad("`max_queries` must be at least 2".into());
+    }
+    if !(p.alpha.is_finite() && p.beta.is_finite()) {
+        return bad("`alpha` and `beta` must be finite".into());
+    }
+    if p.answer_tokens == 0 || p.insight_tokens == 0 {
+        return bad("token limits must be at least 1".into());
+    }
+    match &p.layers {
+        LayerChoice::List(l) if l.is_empty() => bad("the layer list is empty".into()),
+        LayerChoice::List(l) if l.iter().any(|&x| x >= n_layer) => bad(format!(
+            "layers must be below {n_layer}, the model's layer count"
+        )),
+        LayerChoice::Max(0) => bad("`max:N` needs N >= 1".into()),
+        _ => Ok(()),
+    }
+}
+
+fn dominant_family(history: &[HistoryItem]) -> TaskFamily {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for h in history {
+        *counts.entry(h.task.as_str()).or_default() += 1;
+    }
+    let kind = counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map(|(k, _)| k)
+        .unwrap_or("");
+    TaskFamily::from_kind(kind)
+}
+
+/// The edit plan of a stored profile: its selected layers, with `alpha`/`beta` from the fit unless
+/// overridden.
+///
+/// # Errors
+/// [`PersonalizeError::Plan`] when the profile does not fit the model's shape.
+pub fn profile_plan(
+    profile: &Profile,
+    alpha: Option<f32>,
+    beta: Option<f32>,
+) -> Result<EditPlan, PersonalizeError> {
+    let fit = profile.params.get("fit");
+    let recorded = |key: &str| {
+        fit.and_then(|f| f.get(key))
+            .and_then(serde_json::Value::as_f64)
+            .map(|v| v as f32)
+    };
+    let alpha = alpha.or_else(|| recorded("alpha")).unwrap_or(1.0);
+    let beta = beta.or_else(|| recorded("beta")).unwrap_or(1.0);
+    let edits = profile
+        .layers
+        .iter()
+        .filter(|l| profile.selected_layers.contains(&l.layer))
+        .map(|l| LayerEdit {
+            layer: l.layer,
+            p: l.p.clone(),
+            n: l.n.clone(),
+            alpha,
+            beta,
+        })
+        .collect();
+    Ok(EditPlan::new(
+        profile.model.n_layer,
+        profile.model.hidden,
+        edits,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_choice_parses() {
+        assert_eq!("auto".parse::<LayerChoice>().unwrap(), LayerChoice::Auto);
+        assert_eq!("max:4".parse::<LayerChoice>().unwrap(), LayerChoice::Max(4));
+        assert_eq!(
+            "3, 7,9".parse::<LayerChoice>().unwrap(),
+            LayerChoice::List(vec![3, 7, 9])
+        );
+        assert!("three".parse::<LayerChoice>().is_err());
+        assert!("max:x".parse::<LayerChoice>().is_err());
+    }
+
+    #[test]
+    fn params_are_checked() {
+        let ok = FitParams::default();
+        assert!(check_params(&ok, 30).is_ok());
+        let mut p = ok.clone();
+        p.k = 0;
+        assert!(check_params(&p, 30).is_err());
+        let mut p = ok.clone();
+        p.layers = LayerChoice::List(vec![30]);
+        assert!(check_params(&p, 30).is_err());
+        let mut p = ok;
+        p.layers = LayerChoice::Max(0);
+        assert!(check_params(&p, 30).is_err());
+    }
+
+    #[test]
+    fn profile_plan_uses_selected_layers_and_recorded_strengths() {
+        let d = 3;
+        let profile = Profile {
+            model: ModelIdentity {
+                fingerprint: "f".into(),
+                n_layer: 4,
+                hidden: d,
+            },
+            selected_layers: vec![1, 3],
+            layers: (0..4)
+                .map(|layer| LayerDirections {
+                    layer,
+                    p: vec![1.0, 0.0, 0.0],
+                    n: vec![0.0, 1.0, 0.0],
+                    ccs_loss: 0.1,
+                })
+                .collect(),
+            params: serde_json::json!({"fit": {"alpha": 2.0, "beta": 0.5}}),
+            created: 0,
+        };
+        let plan = profile_plan(&profile, None, None).unwrap();
+        assert_eq!(
+            plan.edits().iter().map(|e| e.layer).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert_eq!(plan.edits()[0].alpha, 2.0);
+        assert_eq!(plan.edits()[0].beta, 0.5);
+        let plan = profile_plan(&profile, Some(3.0), None).unwrap();
+        assert_eq!(plan.edits()[1].alpha, 3.0);
+    }
+}

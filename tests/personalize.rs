@@ -1,0 +1,249 @@
+//! The CHAMELEON pipeline end to end through the real CLI, on SmolLM2 and a fixture user.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chameleon::store::{ModelIdentity, Owner, Store};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/personalize/gardener.jsonl"
+);
+
+/// Small but real settings, so that the suite stays fast on 2 cores.
+const FAST: &[&str] = &[
+    "--answer-tokens",
+    "16",
+    "--insight-tokens",
+    "32",
+    "--max-queries",
+    "4",
+];
+
+fn run(db: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chameleon"));
+    cmd.arg("--db").arg(db).args(args).args([
+        "--model",
+        common::smollm().to_str().unwrap(),
+        "--threads",
+        "2",
+    ]);
+    cmd.output().expect("run chameleon")
+}
+
+fn store_cmd(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chameleon"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn user_with_history(dir: &Path, name: &str, lines: Option<usize>) -> PathBuf {
+    let db = dir.join("chameleon.db");
+    ok(store_cmd(&db, &["user", "add", name]));
+    let file = match lines {
+        None => PathBuf::from(FIXTURE),
+        Some(n) => {
+            let text: Vec<&str> = std::fs::read_to_string(FIXTURE)
+                .unwrap()
+                .leak()
+                .lines()
+                .take(n)
+                .collect();
+            let f = dir.join("few.jsonl");
+            std::fs::write(&f, text.join("\n")).unwrap();
+            f
+        }
+    };
+    ok(store_cmd(
+        &db,
+        &["history", "import", "--user", name, file.to_str().unwrap()],
+    ));
+    db
+}
+
+fn fit(db: &Path, user: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["fit", "--user", user, "--json"];
+    args.extend_from_slice(FAST);
+    if !extra.contains(&"--k") {
+        args.extend_from_slice(&["--k", "5"]);
+    }
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(run(db, &args))).unwrap()
+}
+
+fn identity() -> ModelIdentity {
+    let m = chameleon::llm::Model::load(&common::smollm(), &Default::default()).unwrap();
+    ModelIdentity {
+        fingerprint: m.fingerprint().unwrap().to_string(),
+        n_layer: 30,
+        hidden: 576,
+    }
+}
+
+#[test]
+fn fit_stores_unit_directions_and_the_profile_changes_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = user_with_history(dir.path(), "gardener", None);
+    let report = fit(&db, "gardener", &["--layers", "8,10,12", "--seed", "3"]);
+    assert_eq!(report["selected_layers"], serde_json::json!([8, 10, 12]));
+    assert!(report["pairs"].as_u64().unwrap() >= 2);
+    let t = &report["tokens"];
+    assert!(
+        t["prefix_without_reuse"].as_u64() > t["prefix"].as_u64(),
+        "prefix reuse must save tokens: {t}"
+    );
+
+    let store = Store::open(&db).unwrap();
+    let profile = store
+        .load_profile(&Owner::User("gardener".into()), &identity())
+        .unwrap()
+        .expect("stored");
+    assert_eq!(profile.selected_layers, vec![8, 10, 12]);
+    assert_eq!(profile.layers.len(), 30);
+    for l in &profile.layers {
+        for v in [&l.p, &l.n] {
+            assert_eq!(v.len(), 576);
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "layer {}: norm {norm}", l.layer);
+        }
+        assert!(l.ccs_loss.is_finite());
+    }
+    assert_eq!(profile.params["fit"]["ccs"]["seed"], 3);
+
+    let ask = [
+        "generate",
+        "--prompt",
+        "What should I do this weekend?",
+        "--max-tokens",
+        "24",
+        "--user",
+        "gardener",
+    ];
+    let edited = ok(run(&db, &ask));
+    let mut plain_args = ask.to_vec();
+    plain_args.push("--no-edit");
+    let plain = ok(run(&db, &plain_args));
+    assert_ne!(edited, plain, "the profile did not change the answer");
+    // another model's fingerprint is refused
+    let other = ModelIdentity {
+        fingerprint: "0".repeat(64),
+        ..identity()
+    };
+    assert!(
+        store
+            .load_profile(&Owner::User("gardener".into()), &other)
+            .is_err()
+    );
+}
+
+#[test]
+fn two_fits_with_the_same_seed_give_identical_vectors() {
+    let vectors = |seed: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let db = user_with_history(dir.path(), "g", None);
+        fit(&db, "g", &["--seed", seed]);
+        let p = Store::open(&db)
+            .unwrap()
+            .load_profile(&Owner::User("g".into()), &identity())
+            .unwrap()
+            .unwrap();
+        (
+            p.selected_layers,
+            p.layers
+                .iter()
+                .map(|l| (l.p.clone(), l.n.clone(), l.ccs_loss.to_bits()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (a, b) = (vectors("11"), vectors("11"));
+    assert!(a == b, "same seed, different profile");
+}
+
+#[test]
+fn an_interrupted_fit_resumes_without_regenerating() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = user_with_history(dir.path(), "g", None);
+    let mut args: Vec<&str> = vec!["fit", "--user", "g", "--k", "5"];
+    args.extend_from_slice(FAST);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chameleon"))
+        .arg("--db")
+        .arg(&db)
+        .args(&args)
+        .args([
+            "--model",
+            common::smollm().to_str().unwrap(),
+            "--threads",
+            "2",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until the first pair is stored, then press Ctrl-C
+    let start = std::time::Instant::now();
+    loop {
+        let n: i64 = rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM pairs", [], |r| r.get(0)))
+            .unwrap_or(0);
+        if n >= 1 {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 300, "no pair was stored");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "fit ended before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let stored: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM pairs", [], |r| r.get(0))
+        .unwrap();
+    assert!(stored >= 1);
+
+    let report = fit(&db, "g", &[]);
+    // both insights and every stored pair came from the store
+    assert!(
+        report["reused"].as_u64().unwrap() >= 2 + stored as u64,
+        "{report}"
+    );
+}
+
+#[test]
+fn no_history_and_short_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    ok(store_cmd(&db, &["user", "add", "empty"]));
+    let out = run(&db, &["fit", "--user", "empty"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("has no history"), "{stderr}");
+    assert!(stderr.contains("hint: "), "{stderr}");
+
+    // fewer items than k: all are kept, and pairs come from leave-one-out queries
+    let dir = tempfile::tempdir().unwrap();
+    let db = user_with_history(dir.path(), "few", Some(4));
+    let report = fit(&db, "few", &["--k", "10", "--layers", "10"]);
+    assert!(report["pairs"].as_u64().unwrap() >= 2, "{report}");
+}
