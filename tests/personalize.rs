@@ -138,6 +138,21 @@ fn fit_stores_unit_directions_and_the_profile_changes_answers() {
     plain_args.push("--no-edit");
     let plain = ok(run(&db, &plain_args));
     assert_ne!(edited, plain, "the profile did not change the answer");
+    // the profile exports as a LoRA adapter that llama.cpp loads
+    let lora = db.with_file_name("gardener.gguf");
+    ok(run(
+        &db,
+        &[
+            "profile",
+            "export",
+            "--user",
+            "gardener",
+            "--lora",
+            lora.to_str().unwrap(),
+        ],
+    ));
+    let mut m = chameleon::llm::Model::load(&common::smollm(), &Default::default()).unwrap();
+    m.load_lora(&lora).expect("the exported adapter loads");
     // another model's fingerprint is refused
     let other = ModelIdentity {
         fingerprint: "0".repeat(64),

@@ -14,6 +14,7 @@ pub mod generate;
 mod group;
 mod history;
 mod info;
+mod profile;
 mod user;
 
 /// Personalise a local LLM for one person, on their own machine (CHAMELEON on llama.cpp).
@@ -112,6 +113,8 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Add users to groups, remove them, list groups.
     Group(group::GroupArgs),
+    /// Export a fitted profile (as a LoRA adapter for stock llama.cpp).
+    Profile(profile::ProfileCmdArgs),
     /// Everything stored about a user, as JSON on stdout.
     Export(export::ExportArgs),
     /// Import a user written by `chameleon export`.
@@ -132,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(args) => user::run(args, &cli.global),
         Command::History(args) => history::run(args, &cli.global),
         Command::Group(args) => group::run(args, &cli.global),
+        Command::Profile(args) => profile::run(args, &cli.global),
         Command::Export(args) => export::run_export(args, &cli.global),
         Command::Import(args) => export::run_import(args, &cli.global),
     }

@@ -308,6 +308,40 @@ impl<'m> Context<'m> {
         let _ = self.set_plan(plan);
     }
 
+    /// Activate a LoRA adapter of this context's model with `scale` (replacing any other), or none.
+    /// Clears the KV cache, which was computed without it.
+    ///
+    /// # Errors
+    /// [`LlmError::Callback`] for an id of another model, or when llama.cpp refuses.
+    pub fn set_lora(&mut self, lora: Option<(super::model::LoraId, f32)>) -> Result<(), LlmError> {
+        let (mut ptrs, mut scales) = (Vec::new(), Vec::new());
+        if let Some((id, scale)) = lora {
+            let p = self
+                .model
+                .lora(id)
+                .ok_or_else(|| LlmError::Callback("unknown LoRA adapter".into()))?;
+            ptrs.push(p);
+            scales.push(scale);
+        }
+        // SAFETY: live context; `ptrs` holds adapters loaded into this context's model (freed only with
+        // it); both arrays have `ptrs.len()` elements.
+        let rc = unsafe {
+            sys::llama_set_adapters_lora(
+                self.ptr.as_ptr(),
+                ptrs.as_mut_ptr(),
+                ptrs.len(),
+                scales.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(LlmError::Callback(format!(
+                "llama_set_adapters_lora failed with {rc}"
+            )));
+        }
+        self.clear();
+        Ok(())
+    }
+
     /// Forget everything in the KV cache.
     pub fn clear(&mut self) {
         // SAFETY: live context; the memory handle belongs to it.

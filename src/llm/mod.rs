@@ -18,6 +18,7 @@
 mod backend;
 mod context;
 mod error;
+mod gguf_io;
 mod hook;
 mod model;
 
@@ -26,5 +27,6 @@ pub use context::{
     Capture, CaptureRequest, Context, ContextParams, GenerateOptions, Generation, StopReason,
 };
 pub use error::LlmError;
+pub use gguf_io::{Matrix, read_matrices, write_lora};
 pub use hook::{MlpNode, mlp_node};
-pub use model::{ChatMessage, Model, ModelInfo, ModelParams, Token};
+pub use model::{ChatMessage, LoraId, Model, ModelInfo, ModelParams, Token};

@@ -75,7 +75,13 @@ pub struct Model {
     path: PathBuf,
     info: ModelInfo,
     fingerprint: OnceLock<String>,
+    /// LoRA adapters loaded into the model; llama.cpp frees them with the model.
+    loras: Vec<NonNull<sys::llama_adapter_lora>>,
 }
+
+/// A LoRA adapter loaded with [`Model::load_lora`], to activate with [`Context::set_lora`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoraId(pub(crate) usize);
 
 // SAFETY: llama.cpp allows one model to be shared by contexts on several threads; every method here
 // reads the model through llama.cpp's const accessors (`llama_model_*`, `llama_vocab_*`, `llama_tokenize`),
@@ -147,6 +153,7 @@ impl Model {
                 chat_template: None,
             },
             fingerprint: OnceLock::new(),
+            loras: Vec::new(),
         };
         model.info = model.read_info(file_size);
         Ok(model)
@@ -432,6 +439,32 @@ impl Model {
     /// [`LlmError::ContextFailed`] when llama.cpp cannot allocate it.
     pub fn new_context(&self, params: &ContextParams) -> Result<Context<'_>, LlmError> {
         Context::new(self, params)
+    }
+
+    /// Load a LoRA adapter GGUF (such as `chameleon profile export --lora` writes) into the model. Takes
+    /// `&mut self` because llama.cpp registers the adapter in the model: load adapters before creating
+    /// contexts.
+    ///
+    /// # Errors
+    /// [`LlmError::LoadFailed`] when llama.cpp refuses the file (wrong architecture or shapes).
+    pub fn load_lora(&mut self, path: &Path) -> Result<LoraId, LlmError> {
+        if !path.exists() {
+            return Err(LlmError::ModelNotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let c = path_to_cstring(path)?;
+        // SAFETY: live model, exclusively borrowed; valid path. Null on failure.
+        let a = unsafe { sys::llama_adapter_lora_init(self.ptr.as_ptr(), c.as_ptr()) };
+        let a = NonNull::new(a).ok_or_else(|| LlmError::LoadFailed {
+            path: path.to_path_buf(),
+        })?;
+        self.loras.push(a);
+        Ok(LoraId(self.loras.len() - 1))
+    }
+
+    pub(crate) fn lora(&self, id: LoraId) -> Option<*mut sys::llama_adapter_lora> {
+        self.loras.get(id.0).map(|p| p.as_ptr())
     }
 
     pub(crate) fn raw(&self) -> *mut sys::llama_model {

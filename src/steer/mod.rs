@@ -6,6 +6,8 @@
 //! `x <- (I - beta n n^T)(I + alpha p p^T) x`, so for architectures whose MLP output is `W_down h` it is
 //! also a rank-2 update of `W_down` ([`EditPlan::rank2_factors`]), exportable as a LoRA adapter.
 
+pub mod lora;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The edit of one layer.
