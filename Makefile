@@ -50,4 +50,4 @@ models:
 
 bench: setup
 	models/fetch.sh smollm2-135m
-	$(CARGO) bench --bench engine
+	$(CARGO) bench --profile dev --bench engine --bench store

@@ -17,7 +17,7 @@ use chameleon::steer::{EditPlan, LayerEdit};
 const DECODE_TOKENS: usize = 128;
 const PROMPT_TOKENS: usize = 256;
 const ROUNDS: usize = 3;
-const PROMPT_REPEATS: usize = 9;
+const PROMPT_REPEATS: usize = 15;
 
 fn unit(d: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_add(0x9E3779B97F4A7C15);

@@ -170,6 +170,12 @@ pub struct Context<'m> {
     model: &'m Model,
     /// The callback's state; a raw pointer (from `Box::into_raw`) because llama.cpp holds it too.
     hook: Option<NonNull<HookState>>,
+    /// Worker threads kept across graph computations. Without one, ggml spawns threads for every
+    /// computation, and every node the eval callback asks for splits the graph into one more
+    /// computation: with all layers edited that was 31 thread spawns per token (-8% decode speed).
+    /// The workers poll briefly between computations (cheap graph splits) and the pool is paused
+    /// between decodes, so an idle context never spins.
+    threadpool: Option<NonNull<sys::ggml_threadpool>>,
     batch: sys::llama_batch,
     n_batch: usize,
     n_ctx: u32,
@@ -186,6 +192,9 @@ impl Drop for Context<'_> {
         // callback can no longer run when its state is dropped.
         unsafe {
             sys::llama_free(self.ptr.as_ptr());
+            if let Some(tp) = self.threadpool {
+                sys::ggml_threadpool_free(tp.as_ptr());
+            }
             sys::llama_batch_free(self.batch);
             if let Some(h) = self.hook {
                 drop(Box::from_raw(h.as_ptr()));
@@ -236,6 +245,18 @@ impl<'m> Context<'m> {
                 n_ctx: params.n_ctx,
             });
         };
+        // SAFETY: the params struct is a plain value; the pool is freed in `Drop` after the context that
+        // uses it. A null pool (creation failed) leaves llama.cpp on its per-computation threads.
+        let threadpool = unsafe {
+            let mut tpp = sys::ggml_threadpool_params_default(n_threads);
+            tpp.poll = 10;
+            tpp.paused = true;
+            let tp = NonNull::new(sys::ggml_threadpool_new(&mut tpp));
+            if let Some(tp) = tp {
+                sys::llama_attach_threadpool(ptr.as_ptr(), tp.as_ptr(), tp.as_ptr());
+            }
+            tp
+        };
         // SAFETY: allocates a batch of `n_batch` tokens with one sequence id per token.
         let batch = unsafe { sys::llama_batch_init(n_batch as i32, 0, 1) };
         // SAFETY: live context.
@@ -244,6 +265,7 @@ impl<'m> Context<'m> {
             ptr,
             model,
             hook,
+            threadpool,
             batch,
             n_batch: n_batch as usize,
             n_ctx,
@@ -406,9 +428,18 @@ impl<'m> Context<'m> {
             if let Some(h) = self.hook_mut() {
                 h.reset_hits();
             }
+            if let Some(tp) = self.threadpool {
+                // SAFETY: the pool is live and owned by this context; resuming a running pool is a no-op.
+                unsafe { sys::ggml_threadpool_resume(tp.as_ptr()) };
+            }
             // SAFETY: live context; the batch holds `n` initialised tokens. The callback may run during
             // this call; it touches only the hook state, which we do not borrow across the call.
             let status = unsafe { sys::llama_decode(self.ptr.as_ptr(), self.batch) };
+            if let Some(tp) = self.threadpool {
+                // SAFETY: as above. A paused pool's workers sleep instead of polling, so an idle context
+                // does not take CPU from a busy one.
+                unsafe { sys::ggml_threadpool_pause(tp.as_ptr()) };
+            }
             if status != 0 {
                 // a failed decode may leave partial state: drop it
                 self.clear();
