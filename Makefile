@@ -37,8 +37,8 @@ setup:
 	@missing=(); \
 	command -v cmake >/dev/null || missing+=(cmake); \
 	command -v clang >/dev/null || missing+=(clang); \
-	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev); \
-	command -v python3 >/dev/null || missing+=(python3 python3-pip); \
+	dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev); \
+	python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip); \
 	if [ $${#missing[@]} -gt 0 ]; then \
 		echo "installing: $${missing[*]}" >&2; \
 		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \

@@ -246,6 +246,8 @@ pub struct Personalizer<'a> {
     reused: usize,
     /// The prefix currently in `ctx`'s KV cache.
     loaded_prefix: Option<Vec<Token>>,
+    /// Seconds spent per stage of `prepare` (select, insights, pairs), summed over users.
+    stage_secs: [f64; 3],
 }
 
 impl<'a> Personalizer<'a> {
@@ -270,6 +272,7 @@ impl<'a> Personalizer<'a> {
             tokens: TokenCounts::default(),
             reused: 0,
             loaded_prefix: None,
+            stage_secs: [0.0; 3],
         })
     }
 
@@ -366,15 +369,14 @@ impl<'a> Personalizer<'a> {
         let layers: Vec<usize> = (0..n_layer).collect();
 
         // stages 1-3 per user
-        let t = Instant::now();
+        self.stage_secs = [0.0; 3];
         let mut prepared = Vec::with_capacity(users.len());
         for user in users {
             prepared.push((user, self.prepare(user, params)?));
         }
-        seconds.push((
-            "select+insights+pairs".to_string(),
-            t.elapsed().as_secs_f64(),
-        ));
+        for (name, secs) in ["select", "insights", "pairs"].iter().zip(self.stage_secs) {
+            seconds.push((name.to_string(), secs));
+        }
 
         // stage 4: capture
         let t = Instant::now();
@@ -471,6 +473,7 @@ impl<'a> Personalizer<'a> {
         let family = dominant_family(&history);
 
         // stage 1: representative items
+        let t = Instant::now();
         let chosen = if history.len() <= params.k {
             (0..history.len()).collect()
         } else {
@@ -492,8 +495,10 @@ impl<'a> Personalizer<'a> {
         let fingerprint = self.model.fingerprint()?.to_string();
         let hash = history_hash(&selected);
         let all: Vec<usize> = (0..selected.len()).collect();
+        self.stage_secs[0] += t.elapsed().as_secs_f64();
 
         // stage 2: insights, with the whole selected history
+        let t = Instant::now();
         let mut prep = Prepared {
             family,
             selected,
@@ -530,8 +535,10 @@ impl<'a> Personalizer<'a> {
             bar.inc(1);
         }
         bar.finish_and_clear();
+        self.stage_secs[1] += t.elapsed().as_secs_f64();
 
         // stage 3: queries and pairs
+        let t = Instant::now();
         let mut queries: Vec<(Vec<usize>, String)> = Vec::new();
         for item in rest.iter().take(params.max_queries) {
             queries.push((all.clone(), item.input.clone()));
@@ -600,6 +607,7 @@ impl<'a> Personalizer<'a> {
             bar.inc(1);
         }
         bar.finish_and_clear();
+        self.stage_secs[2] += t.elapsed().as_secs_f64();
         Ok(prep)
     }
 
