@@ -42,31 +42,14 @@ fn greedy(n: usize) -> GenerateOptions {
     }
 }
 
-/// A deterministic pseudo-random unit vector.
-fn unit(d: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let v: Vec<f32> = (0..d)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
-}
-
 fn plan(model: &Model, layers: &[usize], alpha: f32, beta: f32, seed: u64) -> Arc<EditPlan> {
     let d = model.n_embd();
     let edits = layers
         .iter()
         .map(|&layer| LayerEdit {
             layer,
-            p: unit(d, seed + layer as u64),
-            n: unit(d, seed + 1000 + layer as u64),
+            p: common::unit(d, seed + layer as u64),
+            n: common::unit(d, seed + 1000 + layer as u64),
             alpha,
             beta,
         })

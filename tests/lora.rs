@@ -8,20 +8,6 @@ use chameleon::llm::{CaptureRequest, ContextParams, Model, ModelParams, mlp_node
 use chameleon::steer::lora::{ExportError, export_lora};
 use chameleon::steer::{EditPlan, LayerEdit};
 
-fn unit(d: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_add(0x9E3779B97F4A7C15);
-    let v: Vec<f32> = (0..d)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
-}
-
 fn softmax(l: &[f32]) -> Vec<f64> {
     let m = l.iter().copied().fold(f32::MIN, f32::max);
     let e: Vec<f64> = l.iter().map(|&x| f64::from(x - m).exp()).collect();
@@ -73,7 +59,7 @@ fn the_adapter_reproduces_the_runtime_edit() {
         .map(|&layer| LayerEdit {
             layer,
             p: mean_dir(layer),
-            n: unit(d, 50 + layer as u64),
+            n: common::unit(d, 50 + layer as u64),
             alpha: 1.0,
             beta: 1.0,
         })
