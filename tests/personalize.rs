@@ -262,3 +262,65 @@ fn no_history_and_short_history() {
     let report = fit(&db, "few", &["--k", "10", "--layers", "10"]);
     assert!(report["pairs"].as_u64().unwrap() >= 2, "{report}");
 }
+
+#[test]
+fn a_group_profile_pools_members_and_serves_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = user_with_history(dir.path(), "gardener", None);
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/demo/maya.jsonl");
+    ok(store_cmd(&db, &["user", "add", "maya"]));
+    ok(store_cmd(
+        &db,
+        &["history", "import", "--user", "maya", demo],
+    ));
+    ok(store_cmd(
+        &db,
+        &["group", "add", "club", "gardener", "maya"],
+    ));
+
+    let mut args = vec![
+        "fit",
+        "--group",
+        "club",
+        "--json",
+        "--k",
+        "5",
+        "--layers",
+        "9,11",
+        "--max-queries",
+        "2",
+    ];
+    args.extend_from_slice(&FAST[..4]);
+    let report: serde_json::Value = serde_json::from_str(&ok(run(&db, &args))).unwrap();
+    // pairs of both members are pooled: more than one member's cap of 2 queries
+    assert!(report["pairs"].as_u64().unwrap() > 2, "{report}");
+    let store = Store::open(&db).unwrap();
+    let profile = store
+        .load_profile(&Owner::Group("club".into()), &identity())
+        .unwrap()
+        .expect("stored");
+    assert_eq!(
+        profile.params["members"],
+        serde_json::json!(["gardener", "maya"])
+    );
+
+    // a user the store has never seen is answered with the group's profile
+    let ask = [
+        "generate",
+        "--prompt",
+        "Plan my Sunday.",
+        "--max-tokens",
+        "16",
+    ];
+    let mut with_group = ask.to_vec();
+    with_group.extend_from_slice(&["--profile", "group:club"]);
+    assert_ne!(ok(run(&db, &with_group)), ok(run(&db, &ask)));
+    // an empty group is refused with a hint
+    let out = run(&db, &["fit", "--group", "nobody"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no members"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
