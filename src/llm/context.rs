@@ -508,10 +508,7 @@ impl<'m> Context<'m> {
     /// [`LlmError::Tokenize`].
     pub fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<Token>, LlmError> {
         let mut tokens = self.model.tokenize(prompt, true, true)?;
-        if tokens.len() >= 2
-            && tokens[0] == tokens[1]
-            && self.model.token_bytes(tokens[0]).starts_with(b"<")
-        {
+        if tokens.len() >= 2 && tokens[0] == tokens[1] && Some(tokens[0]) == self.model.bos() {
             tokens.remove(0);
         }
         Ok(tokens)

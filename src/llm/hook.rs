@@ -77,7 +77,7 @@ pub(crate) struct HookState {
 impl HookState {
     pub(crate) fn new(node: MlpNode, n_layer: usize, hidden: usize) -> Self {
         HookState {
-            prefix: prefix_of(node.name),
+            prefix: node.name.as_bytes(),
             hidden,
             want: vec![0; n_layer],
             plan: Arc::new(EditPlan::empty(n_layer, hidden)),
@@ -289,10 +289,6 @@ fn trace_node(t: &sys::ggml_tensor) {
         t.ne[2],
         t.ne[3]
     );
-}
-
-fn prefix_of(name: &'static str) -> &'static [u8] {
-    name.as_bytes()
 }
 
 /// Parse `<prefix>-<digits>\0` out of a node name without allocating.

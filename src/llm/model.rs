@@ -349,6 +349,13 @@ impl Model {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// The beginning-of-sequence token, if the vocabulary has one.
+    pub fn bos(&self) -> Option<Token> {
+        // SAFETY: plain getter on the live vocab; -1 (LLAMA_TOKEN_NULL) means none.
+        let t = unsafe { sys::llama_vocab_bos(self.vocab.as_ptr()) };
+        (t >= 0).then_some(t)
+    }
+
     /// True for end-of-generation tokens (EOS, EOT, `<|im_end|>` ...).
     pub fn is_eog(&self, token: Token) -> bool {
         // SAFETY: plain getter on the live vocab.
