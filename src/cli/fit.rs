@@ -53,6 +53,10 @@ pub struct FitArgs {
     /// Tokens per generated insight.
     #[arg(long, default_value_t = 96)]
     pub insight_tokens: usize,
+    /// Re-read the history block for every prompt instead of reusing its KV cache (to measure what the
+    /// reuse saves).
+    #[arg(long)]
+    pub no_prefix_reuse: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -95,8 +99,9 @@ pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
             eprintln!("\nstopping after the current step (Ctrl-C again to kill)");
         });
     }
-    let mut p =
-        Personalizer::new(&model, &store, args.model.context_params())?.with_interrupt(interrupted);
+    let mut p = Personalizer::new(&model, &store, args.model.context_params())?
+        .with_interrupt(interrupted)
+        .with_prefix_reuse(!args.no_prefix_reuse);
     let params = args.params();
     let report = match (&args.user, &args.group) {
         (Some(u), _) => p.fit_user(u, &params)?,

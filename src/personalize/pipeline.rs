@@ -248,6 +248,8 @@ pub struct Personalizer<'a> {
     loaded_prefix: Option<Vec<Token>>,
     /// Seconds spent per stage of `prepare` (select, insights, pairs), summed over users.
     stage_secs: [f64; 3],
+    /// Reuse the history block's KV cache across prompts (off only to measure what reuse saves).
+    prefix_reuse: bool,
 }
 
 impl<'a> Personalizer<'a> {
@@ -273,12 +275,20 @@ impl<'a> Personalizer<'a> {
             reused: 0,
             loaded_prefix: None,
             stage_secs: [0.0; 3],
+            prefix_reuse: true,
         })
     }
 
     /// Stop cleanly at the next step when `flag` becomes true (Ctrl-C).
     pub fn with_interrupt(mut self, flag: Arc<AtomicBool>) -> Self {
         self.interrupt = Some(flag);
+        self
+    }
+
+    /// Re-read the history block for every prompt and capture instead of reusing its KV cache. Same
+    /// results up to float rounding, more tokens; for benchmarks.
+    pub fn with_prefix_reuse(mut self, on: bool) -> Self {
+        self.prefix_reuse = on;
         self
     }
 
@@ -652,10 +662,25 @@ impl<'a> Personalizer<'a> {
 
     fn ensure_prefix(&mut self, prefix: &str) -> Result<(), PersonalizeError> {
         let tokens = self.ctx.tokenize_prompt(prefix)?;
+        if !self.prefix_reuse {
+            // evaluated before every use instead (`read_prefix_again`)
+            self.loaded_prefix = Some(tokens);
+            return Ok(());
+        }
         if self.loaded_prefix.as_ref() != Some(&tokens) || self.ctx.n_past() != tokens.len() {
             self.ctx.load_prefix(&tokens)?;
             self.tokens.prefix += tokens.len();
             self.loaded_prefix = Some(tokens);
+        }
+        Ok(())
+    }
+
+    /// Without prefix reuse, evaluate the history block again before each generation or capture.
+    fn read_prefix_again(&mut self) -> Result<(), PersonalizeError> {
+        if !self.prefix_reuse {
+            let tokens = self.loaded_prefix.clone().unwrap_or_default();
+            self.ctx.load_prefix(&tokens)?;
+            self.tokens.prefix += tokens.len();
         }
         Ok(())
     }
@@ -669,6 +694,7 @@ impl<'a> Personalizer<'a> {
         suffix: &str,
         max_tokens: usize,
     ) -> Result<String, PersonalizeError> {
+        self.read_prefix_again()?;
         let tokens = self.model.tokenize(suffix, false, true)?;
         let opts = GenerateOptions {
             max_tokens,
@@ -689,6 +715,7 @@ impl<'a> Personalizer<'a> {
         layers: &[usize],
         pooling: Pooling,
     ) -> Result<Vec<Vec<f32>>, PersonalizeError> {
+        self.read_prefix_again()?;
         let mut tokens = self.model.tokenize(query, false, true)?;
         let start = tokens.len();
         let answer_tokens = self.model.tokenize(answer.trim(), false, false)?;
