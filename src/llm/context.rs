@@ -458,9 +458,9 @@ impl<'m> Context<'m> {
         Ok(())
     }
 
+    /// Runs after every decode: no allocation unless there is an error to report.
     fn check_hook(&mut self) -> Result<(), LlmError> {
-        let arch = self.model.info().arch.clone();
-        let node = self.model.mlp_node().name;
+        let model = self.model;
         let Some(h) = self.hook_mut() else {
             return Ok(());
         };
@@ -468,7 +468,11 @@ impl<'m> Context<'m> {
             return Err(LlmError::Callback(e));
         }
         if let Some(layer) = h.missed_layer() {
-            return Err(LlmError::NodeNotFound { arch, node, layer });
+            return Err(LlmError::NodeNotFound {
+                arch: model.info().arch.clone(),
+                node: model.mlp_node().name,
+                layer,
+            });
         }
         Ok(())
     }
