@@ -1,8 +1,5 @@
 //! `chameleon fit`: fit a user's (or a group's) profile.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use clap::Args;
 
 use super::{Global, ModelArgs};
@@ -20,17 +17,32 @@ pub struct FitArgs {
     /// Fit one profile for every member of this group (pairs pooled).
     #[arg(long, short)]
     pub group: Option<String>,
-    /// History items kept by the PCA selection.
-    #[arg(long, default_value_t = 10)]
-    pub k: usize,
+    #[command(flatten)]
+    pub fit: FitFlags,
     /// Where pair queries come from.
     #[arg(long, value_enum, default_value_t = Mode::Offline)]
     pub mode: Mode,
     /// A query to add in online mode (repeatable).
     #[arg(long = "query", value_name = "TEXT")]
     pub queries: Vec<String>,
-    /// Layers to edit: `auto` (running-mean rule), `max:N`, or a list such as `3,4,10`.
-    #[arg(long, default_value = "auto")]
+    /// Re-read the history block for every prompt instead of reusing its KV cache (to measure what the
+    /// reuse saves).
+    #[arg(long)]
+    pub no_prefix_reuse: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The fit parameters `fit` and `eval` share.
+#[derive(Debug, Clone, Args)]
+pub struct FitFlags {
+    /// History items kept by the PCA selection.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Layers to edit: `mid:N` (the running-mean rule over the middle half of the layers, at most N),
+    /// `auto` (the rule over all layers, as the paper), `max:N`, or a list such as `3,4,10`.
+    #[arg(long, default_value = "mid:3")]
     pub layers: LayerChoice,
     /// Strength of the personal direction.
     #[arg(long, default_value_t = 1.0)]
@@ -53,21 +65,13 @@ pub struct FitArgs {
     /// Tokens per generated insight.
     #[arg(long, default_value_t = 96)]
     pub insight_tokens: usize,
-    /// Re-read the history block for every prompt instead of reusing its KV cache (to measure what the
-    /// reuse saves).
-    #[arg(long)]
-    pub no_prefix_reuse: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
-impl FitArgs {
-    fn params(&self) -> FitParams {
+impl FitFlags {
+    /// The parameters these flags give, in offline mode.
+    pub fn params(&self) -> FitParams {
         let mut p = FitParams {
             k: self.k,
-            mode: self.mode,
-            online_queries: self.queries.clone(),
             max_queries: self.max_queries,
             pooling: self.pooling,
             layers: self.layers.clone(),
@@ -82,23 +86,23 @@ impl FitArgs {
     }
 }
 
+impl FitArgs {
+    fn params(&self) -> FitParams {
+        FitParams {
+            mode: self.mode,
+            online_queries: self.queries.clone(),
+            ..self.fit.params()
+        }
+    }
+}
+
 pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
     if args.mode == Mode::Offline && !args.queries.is_empty() {
         anyhow::bail!("`--query` needs `--mode online`");
     }
     let store = Store::open(&global.db_path())?;
     let model = args.model.load(global)?;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        // a second Ctrl-C while stopping kills the process the usual way
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\nstopping after the current step (Ctrl-C again to kill)");
-        });
-    }
+    let interrupted = super::interrupt_flag();
     let mut p = Personalizer::new(&model, &store, args.model.context_params())?
         .with_interrupt(interrupted)
         .with_prefix_reuse(!args.no_prefix_reuse);

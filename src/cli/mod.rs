@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod chat;
+mod eval;
 mod export;
 mod fit;
 pub mod generate;
@@ -119,6 +120,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Import a user written by `chameleon export`.
     Import(export::ImportArgs),
+    /// Evaluate on LaMP-format data: CHAMELEON against its baselines, with LaMP's metrics.
+    Eval(eval::EvalArgs),
 }
 
 /// Run a parsed command line.
@@ -138,7 +141,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profile(args) => profile::run(args, &cli.global),
         Command::Export(args) => export::run_export(args, &cli.global),
         Command::Import(args) => export::run_import(args, &cli.global),
+        Command::Eval(args) => eval::run(args, &cli.global),
     }
+}
+
+/// A flag that turns true on Ctrl-C, for long jobs that stop cleanly at their next step; a second
+/// Ctrl-C kills the process the usual way.
+pub fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current step (Ctrl-C again to kill)");
+    });
+    flag
 }
 
 /// A `hint:` line for errors the user can fix, found anywhere in the error's chain.
@@ -149,6 +168,8 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
         } else if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
             e.hint()
         } else if let Some(e) = cause.downcast_ref::<crate::personalize::PersonalizeError>() {
+            e.hint()
+        } else if let Some(e) = cause.downcast_ref::<crate::eval::EvalError>() {
             e.hint()
         } else {
             None

@@ -2,3 +2,6 @@
 pub mod lamp;
 pub mod metrics;
 pub mod prompts;
+pub mod run;
+
+pub use run::{EvalError, EvalOptions, EvalReport, Evaluator, GroupSize, Method};

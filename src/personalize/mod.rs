@@ -5,6 +5,6 @@ pub mod prompts;
 pub mod select;
 
 pub use pipeline::{
-    FitParams, FitReport, LayerChoice, Mode, PersonalizeError, Personalizer, Pooling, TokenCounts,
-    profile_plan,
+    FitParams, FitReport, LayerChoice, Material, Mode, PersonalizeError, Personalizer, Pooling,
+    TokenCounts, profile_plan, user_prompt,
 };

@@ -56,6 +56,10 @@ pub enum LayerChoice {
     Auto,
     /// The running-mean rule, at most this many layers.
     Max(usize),
+    /// The running-mean rule over the middle half of the layers (L/4 up to 3L/4), at most this many.
+    /// The default: with the few pairs one user gives, CCS separates every layer almost perfectly and
+    /// ranks the last layers first, where doubling the personal direction breaks generation.
+    Mid(usize),
     /// Exactly these layers.
     List(Vec<usize>),
 }
@@ -63,11 +67,17 @@ pub enum LayerChoice {
 impl std::str::FromStr for LayerChoice {
     type Err = String;
 
-    /// `auto`, `max:N`, or a comma list such as `3,4,10`.
+    /// `auto`, `max:N`, `mid:N`, or a comma list such as `3,4,10`.
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if s == "auto" {
             return Ok(LayerChoice::Auto);
+        }
+        if let Some(n) = s.strip_prefix("mid:") {
+            return n
+                .parse()
+                .map(LayerChoice::Mid)
+                .map_err(|_| format!("`{n}` is not a layer count"));
         }
         if let Some(n) = s.strip_prefix("max:") {
             return n
@@ -121,7 +131,7 @@ impl Default for FitParams {
             online_queries: Vec::new(),
             max_queries: 12,
             pooling: Pooling::Mean,
-            layers: LayerChoice::Auto,
+            layers: LayerChoice::Mid(3),
             alpha: 1.0,
             beta: 1.0,
             insight_tokens: 96,
@@ -228,9 +238,25 @@ pub struct FitReport {
 #[derive(Debug, Clone)]
 struct Prepared {
     family: TaskFamily,
+    /// The dominant task kind of the history (labels come from it).
+    kind: String,
     selected: Vec<HistoryItem>,
     /// Per pair: the history it was generated with (indices into `selected`), and the pair.
     pairs: Vec<(Vec<usize>, Pair)>,
+}
+
+/// What every way of answering for one user builds on: the selected history and the two insights
+/// (stages 1 and 2). The evaluation uses it to give every method the same prompt.
+#[derive(Debug, Clone)]
+pub struct Material {
+    /// The task family of the user's history.
+    pub family: TaskFamily,
+    /// The k representative items, in history order.
+    pub selected: Vec<HistoryItem>,
+    /// What characterises the user (stage 2).
+    pub personal_insight: String,
+    /// What a generic answer looks like (stage 2).
+    pub neutral_insight: String,
 }
 
 /// Runs fits for one model and one store.
@@ -364,6 +390,26 @@ impl<'a> Personalizer<'a> {
         self.fit(Owner::Group(group.to_string()), &members, params)
     }
 
+    /// Stages 1 and 2 for one user (reusing stored insights): the selected history and the insights.
+    ///
+    /// # Errors
+    /// See [`PersonalizeError`].
+    pub fn material(
+        &mut self,
+        name: &str,
+        params: &FitParams,
+    ) -> Result<Material, PersonalizeError> {
+        let user = self.store.require_user(name)?;
+        let (prep, insights, _) = self.prepare_material(&user, params)?;
+        let [personal_insight, neutral_insight] = insights;
+        Ok(Material {
+            family: prep.family,
+            selected: prep.selected,
+            personal_insight,
+            neutral_insight,
+        })
+    }
+
     fn fit(
         &mut self,
         owner: Owner,
@@ -432,6 +478,15 @@ impl<'a> Personalizer<'a> {
         let selected = match &params.layers {
             LayerChoice::Auto => select_layers(&losses, None),
             LayerChoice::Max(n) => select_layers(&losses, Some(*n)),
+            LayerChoice::Mid(n) => {
+                let band = mid_band(n_layer);
+                let masked: Vec<f32> = losses
+                    .iter()
+                    .enumerate()
+                    .map(|(l, &x)| if band.contains(&l) { x } else { f32::NAN })
+                    .collect();
+                select_layers(&masked, Some(*n))
+            }
             LayerChoice::List(l) => {
                 let mut l = l.clone();
                 l.sort_unstable();
@@ -476,82 +531,17 @@ impl<'a> Personalizer<'a> {
 
     /// Stages 1-3 for one user, reusing what the store has.
     fn prepare(&mut self, user: &User, params: &FitParams) -> Result<Prepared, PersonalizeError> {
-        let history = self.store.history(user.id)?;
-        if history.is_empty() {
-            return Err(PersonalizeError::NoHistory(user.name.clone()));
-        }
-        let family = dominant_family(&history);
-
-        // stage 1: representative items
-        let t = Instant::now();
-        let chosen = if history.len() <= params.k {
-            (0..history.len()).collect()
-        } else {
-            let bar = self.bar(history.len(), "embed");
-            let mut emb = Vec::with_capacity(history.len());
-            for item in &history {
-                self.check_interrupt()?;
-                emb.push(self.embed(&format!("{}\n{}", item.input, item.output))?);
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-            select_representative(&emb, params.k)?
-        };
-        let selected: Vec<HistoryItem> = chosen.iter().map(|&i| history[i].clone()).collect();
-        let rest: Vec<&HistoryItem> = (0..history.len())
-            .filter(|i| !chosen.contains(i))
-            .map(|i| &history[i])
-            .collect();
+        let (mut prep, insights, rest) = self.prepare_material(user, params)?;
         let fingerprint = self.model.fingerprint()?.to_string();
-        let hash = history_hash(&selected);
-        let all: Vec<usize> = (0..selected.len()).collect();
-        self.stage_secs[0] += t.elapsed().as_secs_f64();
+        let hash = history_hash(&prep.selected);
+        let all: Vec<usize> = (0..prep.selected.len()).collect();
+        let labels = prompts::labels_for_kind(&prep.kind);
 
-        // stage 2: insights, with the whole selected history
-        let t = Instant::now();
-        let mut prep = Prepared {
-            family,
-            selected,
-            pairs: Vec::new(),
-        };
-        let mut insights = [String::new(), String::new()];
-        let bar = self.bar(2, "insights");
-        for (slot, kind) in [InsightKind::Personal, InsightKind::Neutral]
-            .into_iter()
-            .enumerate()
-        {
-            let key = InsightKey {
-                user: user.id,
-                fingerprint: fingerprint.clone(),
-                kind,
-                prompt_version: PROMPT_VERSION,
-                history_hash: hash.clone(),
-            };
-            if let Some(text) = self.store.insight(&key)? {
-                self.reused += 1;
-                insights[slot] = text;
-            } else {
-                self.check_interrupt()?;
-                let request = match kind {
-                    InsightKind::Personal => prompts::personal_insight_request(family),
-                    InsightKind::Neutral => prompts::neutral_insight_request(family),
-                };
-                let (prefix, suffix) = self.split(&prep, &all, &request)?;
-                self.ensure_prefix(&prefix)?;
-                let text = self.generate_after(&suffix, params.insight_tokens)?;
-                self.store.put_insight(&key, &text)?;
-                insights[slot] = text;
-            }
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        self.stage_secs[1] += t.elapsed().as_secs_f64();
-
-        // stage 3: queries and pairs
+        // stage 3: queries and pairs; a query is stored as the text the model is shown
         let t = Instant::now();
         let mut queries: Vec<(Vec<usize>, String)> = Vec::new();
         for item in rest.iter().take(params.max_queries) {
-            queries.push((all.clone(), item.input.clone()));
+            queries.push((all.clone(), prompts::item_query(prep.family, item, labels)));
         }
         if queries.len() < 3 {
             // leave one out: the item is the query, the other selected items the history
@@ -561,11 +551,13 @@ impl<'a> Personalizer<'a> {
                 }
                 let hist: Vec<usize> = all.iter().copied().filter(|&j| j != i).collect();
                 if !hist.is_empty() {
-                    queries.push((hist, prep.selected[i].input.clone()));
+                    let q = prompts::item_query(prep.family, &prep.selected[i], labels);
+                    queries.push((hist, q));
                 }
             }
         }
         if params.mode == Mode::Online {
+            // requests being answered now are shown as they are
             for q in &params.online_queries {
                 queries.push((all.clone(), q.clone()));
             }
@@ -621,6 +613,92 @@ impl<'a> Personalizer<'a> {
         Ok(prep)
     }
 
+    /// Stages 1 and 2 for one user: the prepared material without pairs, the two insights, and the
+    /// items that were not selected (offline queries).
+    fn prepare_material(
+        &mut self,
+        user: &User,
+        params: &FitParams,
+    ) -> Result<(Prepared, [String; 2], Vec<HistoryItem>), PersonalizeError> {
+        let history = self.store.history(user.id)?;
+        if history.is_empty() {
+            return Err(PersonalizeError::NoHistory(user.name.clone()));
+        }
+        let kind = dominant_kind(&history);
+        let family = TaskFamily::from_kind(&kind);
+
+        // stage 1: representative items
+        let t = Instant::now();
+        let mut chosen: Vec<usize> = if history.len() <= params.k {
+            (0..history.len()).collect()
+        } else {
+            let bar = self.bar(history.len(), "embed");
+            let mut emb = Vec::with_capacity(history.len());
+            for item in &history {
+                self.check_interrupt()?;
+                emb.push(self.embed(&format!("{}\n{}", item.input, item.output))?);
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            select_representative(&emb, params.k)?
+        };
+        chosen.sort_unstable(); // history order
+
+        let selected: Vec<HistoryItem> = chosen.iter().map(|&i| history[i].clone()).collect();
+        let rest: Vec<&HistoryItem> = (0..history.len())
+            .filter(|i| !chosen.contains(i))
+            .map(|i| &history[i])
+            .collect();
+        let fingerprint = self.model.fingerprint()?.to_string();
+        let hash = history_hash(&selected);
+        let all: Vec<usize> = (0..selected.len()).collect();
+        self.stage_secs[0] += t.elapsed().as_secs_f64();
+
+        // stage 2: insights, with the whole selected history
+        let t = Instant::now();
+        let prep = Prepared {
+            family,
+            kind,
+            selected,
+            pairs: Vec::new(),
+        };
+        let mut insights = [String::new(), String::new()];
+        let bar = self.bar(2, "insights");
+        for (slot, kind) in [InsightKind::Personal, InsightKind::Neutral]
+            .into_iter()
+            .enumerate()
+        {
+            let key = InsightKey {
+                user: user.id,
+                fingerprint: fingerprint.clone(),
+                kind,
+                prompt_version: PROMPT_VERSION,
+                history_hash: hash.clone(),
+            };
+            if let Some(text) = self.store.insight(&key)? {
+                self.reused += 1;
+                insights[slot] = text;
+            } else {
+                self.check_interrupt()?;
+                let request = match kind {
+                    InsightKind::Personal => prompts::personal_insight_request(family),
+                    InsightKind::Neutral => prompts::neutral_insight_request(family),
+                };
+                let (prefix, suffix) = self.split(&prep, &all, &request)?;
+                self.ensure_prefix(&prefix)?;
+                let text = self.generate_after(&suffix, params.insight_tokens)?;
+                self.store.put_insight(&key, &text)?;
+                insights[slot] = text;
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        self.stage_secs[1] += t.elapsed().as_secs_f64();
+
+        let rest = rest.into_iter().cloned().collect();
+        Ok((prep, insights, rest))
+    }
+
     /// `(prefix, suffix)` of the chat whose user turn is the history block (items `hist` of `prep`)
     /// followed by `after`.
     fn split(
@@ -629,25 +707,13 @@ impl<'a> Personalizer<'a> {
         hist: &[usize],
         after: &str,
     ) -> Result<(String, String), PersonalizeError> {
-        let items: Vec<Item<'_>> = hist
-            .iter()
-            .map(|&i| Item {
-                input: &prep.selected[i].input,
-                output: &prep.selected[i].output,
-            })
-            .collect();
-        let block = format!("{}\n", prompts::history_block(prep.family, &items));
-        let model = self.model;
-        Ok(prompts::split_chat(
-            &block,
-            after,
-            |content| model.chat_prompt(None, content),
-            || LlmError::ChatTemplate,
-        )?)
+        let items: Vec<&HistoryItem> = hist.iter().map(|&i| &prep.selected[i]).collect();
+        Ok(user_prompt(self.model, prep.family, &items, after)?)
     }
 
-    /// The prompt of one query: `instruction` (personalised or neutral) before the query, or none for the
-    /// capture texts, which show both answers in the same neutral context.
+    /// The prompt of one query (as stored: the text the model is shown): `instruction` (personalised or
+    /// neutral) before the query, or none for the capture texts, which show both answers in the same
+    /// neutral context.
     fn pair_prompt(
         &self,
         prep: &Prepared,
@@ -655,8 +721,7 @@ impl<'a> Personalizer<'a> {
         query: &str,
         instruction: Option<&str>,
     ) -> Result<(String, String), PersonalizeError> {
-        let q = prompts::query_text(prep.family, query, None);
-        let after = format!("{}{q}", instruction.unwrap_or(""));
+        let after = format!("{}{query}", instruction.unwrap_or(""));
         self.split(prep, hist, &after)
     }
 
@@ -759,6 +824,34 @@ impl<'a> Personalizer<'a> {
     }
 }
 
+/// The chat prompt whose user turn is the history block of `items` followed by `after`, split into the
+/// shared prefix (template start and history) and the rest. Every prompt of the pipeline and of the
+/// evaluation's history methods is built here, so they all read the history the same way.
+///
+/// # Errors
+/// [`LlmError::ChatTemplate`] when the model's template cannot render the turn.
+pub fn user_prompt(
+    model: &Model,
+    family: TaskFamily,
+    items: &[&HistoryItem],
+    after: &str,
+) -> Result<(String, String), LlmError> {
+    let items: Vec<Item<'_>> = items
+        .iter()
+        .map(|h| Item {
+            input: &h.input,
+            output: &h.output,
+        })
+        .collect();
+    let block = format!("{}\n", prompts::history_block(family, &items));
+    prompts::split_chat(
+        &block,
+        after,
+        |content| model.chat_prompt(None, content),
+        || LlmError::ChatTemplate,
+    )
+}
+
 fn check_params(p: &FitParams, n_layer: usize) -> Result<(), PersonalizeError> {
     let bad = |m: String| Err(PersonalizeError::Params(m));
     if p.k == 0 {
@@ -779,11 +872,19 @@ fn check_params(p: &FitParams, n_layer: usize) -> Result<(), PersonalizeError> {
             "layers must be below {n_layer}, the model's layer count"
         )),
         LayerChoice::Max(0) => bad("`max:N` needs N >= 1".into()),
+        LayerChoice::Mid(0) => bad("`mid:N` needs N >= 1".into()),
         _ => Ok(()),
     }
 }
 
-fn dominant_family(history: &[HistoryItem]) -> TaskFamily {
+/// The middle half of `n_layer` layers: `L/4 .. ceil(3L/4)` (at least one layer).
+fn mid_band(n_layer: usize) -> std::ops::Range<usize> {
+    let lo = n_layer / 4;
+    let hi = (3 * n_layer).div_ceil(4).max(lo + 1).min(n_layer);
+    lo..hi
+}
+
+fn dominant_kind(history: &[HistoryItem]) -> String {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for h in history {
         *counts.entry(h.task.as_str()).or_default() += 1;
@@ -793,7 +894,7 @@ fn dominant_family(history: &[HistoryItem]) -> TaskFamily {
         .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
         .map(|(k, _)| k)
         .unwrap_or("");
-    TaskFamily::from_kind(kind)
+    kind.to_string()
 }
 
 /// The edit plan of a stored profile: its selected layers, with `alpha`/`beta` from the fit unless
@@ -845,8 +946,17 @@ mod tests {
             "3, 7,9".parse::<LayerChoice>().unwrap(),
             LayerChoice::List(vec![3, 7, 9])
         );
+        assert_eq!("mid:3".parse::<LayerChoice>().unwrap(), LayerChoice::Mid(3));
         assert!("three".parse::<LayerChoice>().is_err());
         assert!("max:x".parse::<LayerChoice>().is_err());
+    }
+
+    #[test]
+    fn mid_band_is_the_middle_half() {
+        assert_eq!(mid_band(30), 7..23);
+        assert_eq!(mid_band(24), 6..18);
+        assert_eq!(mid_band(1), 0..1);
+        assert_eq!(mid_band(2), 0..2);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! [template end]`. [`split_chat`] renders a chat with the model's own template and cuts it at the `|`.
 
 /// Version of the templates below; part of the key of stored insights and pairs.
-pub const PROMPT_VERSION: u32 = 1;
+pub const PROMPT_VERSION: u32 = 2;
 
 /// The kind of answer a task wants; each family has its own wording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -152,6 +152,36 @@ pub fn query_text(family: TaskFamily, input: &str, labels: Option<&[&str]>) -> S
         }
         TaskFamily::FreeText => clip(input),
     }
+}
+
+/// The label list of a task kind, when the kind is a classification task with a fixed list (LaMP-1/2).
+pub fn labels_for_kind(kind: &str) -> Option<&'static [&'static str]> {
+    use crate::eval::lamp::{Task, label_set};
+    let k = kind.to_ascii_lowercase().replace(['-', '_'], "");
+    if k.contains("lamp2") {
+        label_set(Task::LaMP2)
+    } else if k.contains("lamp1") {
+        label_set(Task::LaMP1)
+    } else {
+        None
+    }
+}
+
+/// The query text for one history item used as an offline query (stage 3), as the model is shown it.
+/// An item with no input (a tweet, a note: only the user's own words are known) becomes a request to
+/// paraphrase its text, which is what the personalised and the neutral answer then differ on.
+pub fn item_query(
+    family: TaskFamily,
+    item: &crate::store::HistoryItem,
+    labels: Option<&[&str]>,
+) -> String {
+    if item.input.trim().is_empty() {
+        return format!(
+            "Paraphrase the following text without any explanation before or after it: {}",
+            clip(&item.output)
+        );
+    }
+    query_text(family, &item.input, labels)
 }
 
 /// Stage 3: the instruction before the query for the personalised answer.

@@ -356,8 +356,11 @@ fn read_lamp(path: &Path, values: Vec<Value>, user: &str) -> Result<Vec<NewItem>
     Ok(items)
 }
 
-/// Map one LaMP profile item to a history item by its keys.
-fn lamp_item(entry: &Map<String, Value>) -> Result<NewItem, InputProblem> {
+/// Map one LaMP profile item (its JSON object) to a history item by its keys, as `history import` does.
+///
+/// # Errors
+/// [`InputProblem`] when the object has none of the known LaMP shapes or a field is not text.
+pub fn lamp_item(entry: &Map<String, Value>) -> Result<NewItem, InputProblem> {
     let text = |key: &str| -> Result<Option<String>, InputProblem> {
         match entry.get(key) {
             None | Some(Value::Null) => Ok(None),

@@ -26,6 +26,7 @@ use std::time::Duration;
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+mod eval;
 mod export;
 mod group;
 mod history;
@@ -35,6 +36,7 @@ mod profile;
 pub mod schema;
 mod user;
 
+pub use eval::EvalAnswer;
 pub use export::{
     EXPORT_FORMAT, EXPORT_VERSION, ExportedInsight, ExportedPair, ExportedUser, Imported,
     UserExport,
@@ -45,7 +47,7 @@ pub use history::{
     NewItem, TASK_GENERAL, history_hash,
 };
 pub use import::{
-    InputPlace, InputProblem, ReadOptions, read_export_file, read_history_file, task,
+    InputPlace, InputProblem, ReadOptions, lamp_item, read_export_file, read_history_file, task,
 };
 pub use insight::{InsightKey, InsightKind, Pair, PairKey};
 pub use profile::{LayerDirections, ModelIdentity, Owner, Profile, ProfileError};

@@ -101,6 +101,19 @@ pub const MIGRATIONS: &[&str] = &[
         UNIQUE (profile_id, layer)
     ) STRICT;
     "#,
+    // 2: the evaluation's answers, so that a killed run resumes and extra methods reuse the rest
+    r#"
+    -- `run` is a hash of everything that decides the answer: model, data set, split, method, its
+    -- parameters, prompt version; the question's user is in the data set, not here
+    CREATE TABLE eval_answers (
+        run      TEXT NOT NULL,
+        question TEXT NOT NULL,
+        raw      TEXT NOT NULL,
+        seconds  REAL NOT NULL,
+        created  INTEGER NOT NULL,
+        PRIMARY KEY (run, question)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes: the number of migrations.

@@ -1,0 +1,897 @@
+//! `chameleon eval`: every method on every question of a LaMP split, scored with LaMP's metrics.
+//!
+//! All methods that show history show the same k items (stage 1's selection) in the same history block
+//! ([`user_prompt`]), followed by the question's input as LaMP words it:
+//!
+//! | method | prompt | edit |
+//! |---|---|---|
+//! | `instruct` | history block + input | none |
+//! | `history-prompt` | LaMP's BM25-retrieved profile items folded into the input | none |
+//! | `insight-prompt` | history block + personal insight + input | none |
+//! | `chameleon` | as `instruct` | the user's profile (offline fit) |
+//! | `chameleon-online` | as `instruct` | a profile fitted with the user's questions as extra queries |
+//! | `chameleon-group` | as `instruct` | one profile fitted on train-split users |
+//! | `p-only`, `n-only` | as `instruct` | the user's profile, one direction only |
+//!
+//! Users, their history, insights, pairs and profiles go into the store like any user's, so a re-run
+//! reuses them; every answer is stored under a key of what decided it, so a killed run resumes and an
+//! added method only answers what is new.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::lamp::{LampError, LampSet, Question, Task, TaskKind, label_set};
+use super::metrics::{MetricError, extract_answer, score};
+use super::prompts::history_prompt;
+use crate::llm::{Context, ContextParams, GenerateOptions, LlmError, Model, Token};
+use crate::personalize::prompts::{PROMPT_VERSION, personalised_instruction};
+use crate::personalize::{
+    FitParams, Material, Mode, PersonalizeError, Personalizer, profile_plan, user_prompt,
+};
+use crate::steer::EditPlan;
+use crate::store::{EvalAnswer, NewItem, Owner, Profile, Store, StoreError, lamp_item};
+
+/// Version of the evaluation's own prompts and answer handling; part of every answer's key.
+pub const EVAL_VERSION: u32 = 1;
+
+/// A way of answering a question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The selected history in the prompt; no insight, no edit (the paper's baseline).
+    Instruct,
+    /// LaMP's retrieval-augmented prompt: BM25-retrieved profile items in LaMP's per-task format.
+    HistoryPrompt,
+    /// The selected history and the personal insight in the prompt (how memory layers work).
+    InsightPrompt,
+    /// The user's own profile, fitted offline (from history only).
+    Chameleon,
+    /// A profile fitted with the user's questions added as queries (the paper's setting).
+    ChameleonOnline,
+    /// One profile fitted on a group of train-split users, applied to users it never saw.
+    ChameleonGroup,
+    /// Ablation: the user's profile with the personal direction only (beta = 0).
+    POnly,
+    /// Ablation: the user's profile with the generic direction only (alpha = 0).
+    NOnly,
+}
+
+impl Method {
+    /// Every method, in report order.
+    pub const ALL: [Method; 8] = [
+        Method::Instruct,
+        Method::HistoryPrompt,
+        Method::InsightPrompt,
+        Method::Chameleon,
+        Method::ChameleonOnline,
+        Method::ChameleonGroup,
+        Method::POnly,
+        Method::NOnly,
+    ];
+
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Instruct => "instruct",
+            Method::HistoryPrompt => "history-prompt",
+            Method::InsightPrompt => "insight-prompt",
+            Method::Chameleon => "chameleon",
+            Method::ChameleonOnline => "chameleon-online",
+            Method::ChameleonGroup => "chameleon-group",
+            Method::POnly => "p-only",
+            Method::NOnly => "n-only",
+        }
+    }
+
+    fn uses_user_profile(self) -> bool {
+        matches!(self, Method::Chameleon | Method::POnly | Method::NOnly)
+    }
+}
+
+/// How many train users the group profile is fitted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupSize {
+    /// This many, drawn with the seed.
+    Count(usize),
+    /// Every user of the group split.
+    All,
+}
+
+impl std::str::FromStr for GroupSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "all" => Ok(GroupSize::All),
+            n => match n.parse::<usize>() {
+                Ok(0) | Err(_) => Err(format!(
+                    "`{n}` is not a group size: give a count of at least 1, or `all`"
+                )),
+                Ok(n) => Ok(GroupSize::Count(n)),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for GroupSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupSize::Count(n) => write!(f, "{n}"),
+            GroupSize::All => f.write_str("all"),
+        }
+    }
+}
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Directory with `<split>_questions.json` and `<split>_outputs.json`.
+    pub data: PathBuf,
+    /// The split answered (`dev`).
+    pub split: String,
+    /// The split the group profile is fitted on (`train`).
+    pub group_split: String,
+    /// Methods to run, in report order.
+    pub methods: Vec<Method>,
+    /// Answer only the first N questions of the split.
+    pub limit: Option<usize>,
+    /// Train users in the group profile.
+    pub group_size: GroupSize,
+    /// Seed of the group draw and of every fit.
+    pub seed: u64,
+    /// Parameters of every fit and of the history selection (`k`).
+    pub fit: FitParams,
+    /// Most tokens per answer; by default 16 for labels, 8 for ratings, 64 for text.
+    pub answer_tokens: Option<usize>,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// One answer of one method to one question.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    /// Method name.
+    pub method: &'static str,
+    /// Question id.
+    pub id: String,
+    /// The question's user key.
+    pub user: String,
+    /// The model's text.
+    pub raw: String,
+    /// The answer scored ([`extract_answer`] of `raw`).
+    pub answer: String,
+    /// The gold output.
+    pub gold: String,
+    /// Seconds to answer (as measured when it was answered, also for answers reused from the store).
+    pub seconds: f64,
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodRow {
+    /// Method name.
+    pub method: &'static str,
+    /// The task's two metrics, by LaMP's names.
+    pub metrics: Vec<(&'static str, f64)>,
+    /// Answers outside the label list (classification) or not a rating (ratings); `None` for text.
+    pub invalid: Option<usize>,
+    /// Questions answered.
+    pub answered: usize,
+    /// Mean seconds to answer a question.
+    pub seconds_per_question: f64,
+    /// Seconds spent fitting profiles in this run (0 when every profile came from the store).
+    pub fit_seconds: f64,
+    /// Users this method answered unedited because their history gave fewer than 2 usable pairs.
+    pub no_profile: usize,
+}
+
+/// What an evaluation found.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// The data set's directory name.
+    pub set: String,
+    /// The split answered.
+    pub split: String,
+    /// LaMP task name.
+    pub task: &'static str,
+    /// The model's file name.
+    pub model: String,
+    /// The model's fingerprint.
+    pub fingerprint: String,
+    /// Questions answered per method.
+    pub questions: usize,
+    /// Distinct users among them.
+    pub users: usize,
+    /// The options of the run.
+    pub options: serde_json::Value,
+    /// One row per method.
+    pub rows: Vec<MethodRow>,
+    /// Every answer.
+    pub predictions: Vec<Prediction>,
+}
+
+impl EvalReport {
+    /// The report as a markdown table with a one-line heading.
+    pub fn markdown(&self) -> String {
+        let names: Vec<&str> = self
+            .rows
+            .first()
+            .map(|r| r.metrics.iter().map(|m| m.0).collect())
+            .unwrap_or_default();
+        let invalid = match self.rows.first().and_then(|r| r.invalid) {
+            Some(_) if label_set_name(self.task) => "out of labels",
+            Some(_) => "unparsable",
+            None => "",
+        };
+        let mut s = format!(
+            "{} {} ({}), {} questions, {} users, model {}\n\n| method |",
+            self.set, self.split, self.task, self.questions, self.users, self.model
+        );
+        for n in &names {
+            s.push_str(&format!(" {n} |"));
+        }
+        if !invalid.is_empty() {
+            s.push_str(&format!(" {invalid} |"));
+        }
+        s.push_str(" s/question | fit s | no profile |\n|---|");
+        for _ in 0..names.len() + usize::from(!invalid.is_empty()) + 3 {
+            s.push_str("---:|");
+        }
+        s.push('\n');
+        for r in &self.rows {
+            s.push_str(&format!("| {} |", r.method));
+            for (_, v) in &r.metrics {
+                s.push_str(&format!(" {v:.3} |"));
+            }
+            if let Some(n) = r.invalid {
+                s.push_str(&format!(" {n} |"));
+            }
+            s.push_str(&format!(
+                " {:.2} | {:.0} | {} |\n",
+                r.seconds_per_question, r.fit_seconds, r.no_profile
+            ));
+        }
+        s
+    }
+}
+
+fn label_set_name(task: &str) -> bool {
+    task == "LaMP_1" || task == "LaMP_2"
+}
+
+/// Why an evaluation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Lamp(#[from] LampError),
+    #[error(transparent)]
+    Personalize(#[from] PersonalizeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error(transparent)]
+    Metric(#[from] MetricError),
+    #[error("profile item {item} of question `{question}`: {problem}")]
+    Item {
+        question: String,
+        item: usize,
+        problem: String,
+    },
+    #[error(
+        "the store already has user `{user}` with a different history ({stored} items, the data has {data})"
+    )]
+    HistoryMismatch {
+        user: String,
+        stored: usize,
+        data: usize,
+    },
+    #[error("no methods to run")]
+    NoMethods,
+    #[error("no questions to answer")]
+    NoQuestions,
+    #[error(
+        "interrupted; every answer and fit so far is stored, and the same command resumes from there"
+    )]
+    Interrupted,
+}
+
+impl EvalError {
+    /// A `hint:` line for the user.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            EvalError::Personalize(e) => e.hint(),
+            EvalError::Store(e) => e.hint(),
+            EvalError::Llm(e) => e.hint(),
+            EvalError::Lamp(LampError::NotFound { .. }) => Some(
+                "`--data` is a directory with `<split>_questions.json` and `<split>_outputs.json`; \
+                 `chameleon-group` also needs the split named by `--group-split` (`train`)"
+                    .into(),
+            ),
+            EvalError::HistoryMismatch { .. } => Some(
+                "the data changed since the store was filled; evaluate into a fresh database with `--db PATH`"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// A LaMP user as the store knows them.
+struct EvalUser {
+    /// The question's user key.
+    key: String,
+    /// The store's user name.
+    name: String,
+    /// The user's questions (indices into the set).
+    questions: Vec<usize>,
+}
+
+/// Runs an evaluation.
+pub struct Evaluator<'a> {
+    model: &'a Model,
+    store: &'a Store,
+    ctx: Context<'a>,
+    personalizer: Personalizer<'a>,
+    interrupt: Arc<AtomicBool>,
+    progress: bool,
+    fingerprint: String,
+    /// Prompt tokens now in `ctx`'s KV cache.
+    loaded: Vec<Token>,
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator of `model` that keeps its users, fits and answers in `store`.
+    ///
+    /// # Errors
+    /// When a context cannot be created or the model file cannot be fingerprinted.
+    pub fn new(
+        model: &'a Model,
+        store: &'a Store,
+        ctx_params: ContextParams,
+        interrupt: Arc<AtomicBool>,
+        progress: bool,
+    ) -> Result<Self, EvalError> {
+        let ctx = model.new_context(&ctx_params)?;
+        let personalizer = Personalizer::new(model, store, ctx_params)?
+            .with_interrupt(interrupt.clone())
+            .with_progress(false);
+        Ok(Evaluator {
+            model,
+            store,
+            ctx,
+            personalizer,
+            interrupt,
+            progress,
+            fingerprint: model.fingerprint()?.to_string(),
+            loaded: Vec::new(),
+        })
+    }
+
+    fn check_interrupt(&self) -> Result<(), EvalError> {
+        if self.interrupt.load(Ordering::Relaxed) {
+            return Err(EvalError::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Run every method of `opts` on the split and score it.
+    ///
+    /// # Errors
+    /// See [`EvalError`]; an interrupted run has stored everything it did.
+    pub fn run(&mut self, opts: &EvalOptions) -> Result<EvalReport, EvalError> {
+        if opts.methods.is_empty() {
+            return Err(EvalError::NoMethods);
+        }
+        let data = opts
+            .data
+            .canonicalize()
+            .unwrap_or_else(|_| opts.data.clone());
+        let set_name = data
+            .file_name()
+            .map_or_else(|| "lamp".to_string(), |n| n.to_string_lossy().into_owned());
+        let mut set = LampSet::load(&data, &opts.split)?;
+        if let Some(n) = opts.limit {
+            set.questions.truncate(n);
+        }
+        if set.questions.is_empty() {
+            return Err(EvalError::NoQuestions);
+        }
+        let task = set.task;
+        let users = self.import_users(&set_name, &set)?;
+
+        let mut methods = opts.methods.clone();
+        methods.dedup();
+        let total = (methods.len() * set.questions.len()) as u64;
+        let bar = ProgressBar::with_draw_target(
+            Some(total),
+            if self.progress {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>16} [{bar:30}] {pos}/{len} answers, {elapsed} (eta {eta}) {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+
+        let mut fit_secs: BTreeMap<Method, f64> = BTreeMap::new();
+        let mut no_profile: BTreeMap<Method, usize> = BTreeMap::new();
+        let mut fit_params = opts.fit.clone();
+        fit_params.ccs.seed = opts.seed;
+
+        // the group profile, fitted once on train users
+        let group_profile = if methods.contains(&Method::ChameleonGroup) {
+            bar.set_prefix("group fit");
+            let t = Instant::now();
+            let p = self.group_profile(&set_name, opts, &fit_params, &bar)?;
+            *fit_secs.entry(Method::ChameleonGroup).or_default() += t.elapsed().as_secs_f64();
+            p
+        } else {
+            None
+        };
+
+        let answer_tokens = opts.answer_tokens.unwrap_or(match task.kind() {
+            TaskKind::Classification => 16,
+            TaskKind::Rating => 8,
+            TaskKind::Generation => 64,
+        });
+        let common = serde_json::json!({
+            "eval_version": EVAL_VERSION,
+            "prompt_version": PROMPT_VERSION,
+            "model": self.fingerprint,
+            "set": set_name,
+            "split": opts.split,
+            "answer_tokens": answer_tokens,
+            "fit": fit_params,
+        });
+
+        let mut predictions: BTreeMap<Method, Vec<Option<Prediction>>> = methods
+            .iter()
+            .map(|&m| (m, vec![None; set.questions.len()]))
+            .collect();
+        for user in &users {
+            self.check_interrupt()?;
+            bar.set_message(format!("user {}", user.key));
+            let needs_material = methods.iter().any(|&m| m != Method::HistoryPrompt);
+            let material = if needs_material {
+                bar.set_prefix("insights");
+                Some(self.personalizer.material(&user.name, &fit_params)?)
+            } else {
+                None
+            };
+            let user_profile = if methods.iter().any(|m| m.uses_user_profile()) {
+                bar.set_prefix("fit");
+                let t = Instant::now();
+                let owner = Owner::User(user.name.clone());
+                let p = self.profile(&owner, &fit_params)?;
+                let secs = t.elapsed().as_secs_f64();
+                if let Some(&m) = methods.iter().find(|m| m.uses_user_profile()) {
+                    *fit_secs.entry(m).or_default() += secs;
+                }
+                p
+            } else {
+                None
+            };
+            let online_profile = if methods.contains(&Method::ChameleonOnline) {
+                bar.set_prefix("online fit");
+                let t = Instant::now();
+                let mut params = fit_params.clone();
+                params.mode = Mode::Online;
+                params.online_queries = user
+                    .questions
+                    .iter()
+                    .map(|&i| set.questions[i].input.clone())
+                    .collect();
+                let group = format!("{}#online", user.name);
+                self.store
+                    .add_to_group(&group, std::slice::from_ref(&user.name))?;
+                let p = self.profile(&Owner::Group(group), &params)?;
+                *fit_secs.entry(Method::ChameleonOnline).or_default() += t.elapsed().as_secs_f64();
+                p
+            } else {
+                None
+            };
+
+            for &method in &methods {
+                bar.set_prefix(method.name());
+                let (profile, alpha, beta) = match method {
+                    Method::Instruct | Method::HistoryPrompt | Method::InsightPrompt => {
+                        (None, None, None)
+                    }
+                    Method::Chameleon => (user_profile.as_ref(), None, None),
+                    Method::POnly => (user_profile.as_ref(), None, Some(0.0)),
+                    Method::NOnly => (user_profile.as_ref(), Some(0.0), None),
+                    Method::ChameleonOnline => (online_profile.as_ref(), None, None),
+                    Method::ChameleonGroup => (group_profile.as_ref(), None, None),
+                };
+                let edits = !matches!(
+                    method,
+                    Method::Instruct | Method::HistoryPrompt | Method::InsightPrompt
+                );
+                if edits && profile.is_none() {
+                    *no_profile.entry(method).or_default() += 1;
+                }
+                let plan = profile
+                    .map(|p| profile_plan(p, alpha, beta).map(Arc::new))
+                    .transpose()?;
+                let profile_params = match method {
+                    Method::Chameleon | Method::POnly | Method::NOnly => {
+                        user_profile.as_ref().map(|p| &p.params)
+                    }
+                    Method::ChameleonOnline => online_profile.as_ref().map(|p| &p.params),
+                    Method::ChameleonGroup => group_profile.as_ref().map(|p| &p.params),
+                    _ => None,
+                };
+                let run = run_key(&common, method, profile_params);
+                for &qi in &user.questions {
+                    self.check_interrupt()?;
+                    let q = &set.questions[qi];
+                    let answer = match self.store.eval_answer(&run, &q.id)? {
+                        Some(a) => a,
+                        None => {
+                            let (prefix, suffix) =
+                                self.prompt(method, task, opts, material.as_ref(), q)?;
+                            let t = Instant::now();
+                            let raw =
+                                self.answer(plan.as_ref(), &prefix, &suffix, answer_tokens)?;
+                            let a = EvalAnswer {
+                                raw,
+                                seconds: t.elapsed().as_secs_f64(),
+                            };
+                            self.store.put_eval_answer(&run, &q.id, &a)?;
+                            a
+                        }
+                    };
+                    predictions.get_mut(&method).expect("every method")[qi] = Some(Prediction {
+                        method: method.name(),
+                        id: q.id.clone(),
+                        user: user.key.clone(),
+                        answer: extract_answer(task, &answer.raw),
+                        raw: answer.raw,
+                        gold: q.gold.clone(),
+                        seconds: answer.seconds,
+                    });
+                    bar.inc(1);
+                }
+            }
+        }
+        bar.finish_and_clear();
+
+        let mut rows = Vec::new();
+        let mut all = Vec::new();
+        for &method in &methods {
+            let preds: Vec<Prediction> = predictions
+                .remove(&method)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.expect("every question answered"))
+                .collect();
+            let answers: Vec<&str> = preds.iter().map(|p| p.answer.as_str()).collect();
+            let golds: Vec<&str> = preds.iter().map(|p| p.gold.as_str()).collect();
+            let scores = score(task, &answers, &golds)?;
+            rows.push(MethodRow {
+                method: method.name(),
+                metrics: scores.named().to_vec(),
+                invalid: invalid_answers(task, &answers),
+                answered: preds.len(),
+                seconds_per_question: preds.iter().map(|p| p.seconds).sum::<f64>()
+                    / preds.len() as f64,
+                fit_seconds: fit_secs.get(&method).copied().unwrap_or(0.0),
+                no_profile: no_profile.get(&method).copied().unwrap_or(0),
+            });
+            all.extend(preds);
+        }
+        Ok(EvalReport {
+            set: set_name,
+            split: opts.split.clone(),
+            task: task.file_name(),
+            model: self
+                .model
+                .path()
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            fingerprint: self.fingerprint.clone(),
+            questions: set.questions.len(),
+            users: users.len(),
+            options: serde_json::json!({
+                "methods": methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
+                "limit": opts.limit,
+                "group_size": opts.group_size.to_string(),
+                "group_split": opts.group_split,
+                "seed": opts.seed,
+                "answer_tokens": answer_tokens,
+                "fit": fit_params,
+            }),
+            rows,
+            predictions: all,
+        })
+    }
+
+    /// Store every user of `set` with their profile items as history (once; later runs find them).
+    fn import_users(&self, set_name: &str, set: &LampSet) -> Result<Vec<EvalUser>, EvalError> {
+        let mut order: Vec<String> = Vec::new();
+        // per user key: question indices, history items, ids of the items taken
+        type Gathered = (Vec<usize>, Vec<NewItem>, Vec<String>);
+        let mut by_key: BTreeMap<String, Gathered> = BTreeMap::new();
+        for (qi, q) in set.questions.iter().enumerate() {
+            let key = q.user_key().to_string();
+            let entry = by_key.entry(key.clone()).or_insert_with(|| {
+                order.push(key.clone());
+                Default::default()
+            });
+            entry.0.push(qi);
+            for (i, item) in q.profile.iter().enumerate() {
+                if entry.2.contains(&item.id) {
+                    continue;
+                }
+                let new = lamp_item(&item.raw).map_err(|e| EvalError::Item {
+                    question: q.id.clone(),
+                    item: i + 1,
+                    problem: e.to_string(),
+                })?;
+                entry.2.push(item.id.clone());
+                entry.1.push(new);
+            }
+        }
+        let mut users = Vec::with_capacity(order.len());
+        for key in order {
+            let (questions, items, _) = by_key.remove(&key).expect("key from order");
+            let name = format!("lamp:{set_name}/{}/{key}", set.split);
+            self.ensure_user(&name, &items)?;
+            users.push(EvalUser {
+                key,
+                name,
+                questions,
+            });
+        }
+        Ok(users)
+    }
+
+    fn ensure_user(&self, name: &str, items: &[NewItem]) -> Result<(), EvalError> {
+        let user = self.store.user_or_create(name)?;
+        let stored = self.store.history_len(user.id)?;
+        if stored == 0 {
+            self.store.add_history(user.id, items)?;
+        } else if stored != items.len() {
+            return Err(EvalError::HistoryMismatch {
+                user: name.to_string(),
+                stored,
+                data: items.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The owner's stored profile when it was fitted with `params` and the current prompts, else a
+    /// new fit.
+    /// `None` when the owner's history gives fewer than 2 usable pairs: the methods that edit then
+    /// answer that user unedited, and the report counts them.
+    fn profile(&mut self, owner: &Owner, params: &FitParams) -> Result<Option<Profile>, EvalError> {
+        let identity = crate::store::ModelIdentity {
+            fingerprint: self.fingerprint.clone(),
+            n_layer: self.model.n_layer(),
+            hidden: self.model.n_embd(),
+        };
+        let wanted = serde_json::to_value(params).expect("params serialise");
+        let fresh = |p: &Profile| {
+            p.params.get("fit") == Some(&wanted)
+                && p.params.get("prompt_version") == Some(&serde_json::json!(PROMPT_VERSION))
+        };
+        if let Some(p) = self.store.load_profile(owner, &identity)?
+            && fresh(&p)
+        {
+            return Ok(Some(p));
+        }
+        let fitted = match owner {
+            Owner::User(name) => self.personalizer.fit_user(name, params),
+            Owner::Group(name) => self.personalizer.fit_group(name, params),
+        };
+        match fitted {
+            Ok(_) => Ok(self.store.load_profile(owner, &identity)?),
+            Err(PersonalizeError::TooFewPairs { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The group profile: `group_size` users of the group split, drawn with the seed.
+    fn group_profile(
+        &mut self,
+        set_name: &str,
+        opts: &EvalOptions,
+        params: &FitParams,
+        bar: &ProgressBar,
+    ) -> Result<Option<Profile>, EvalError> {
+        let train = LampSet::load(&opts.data, &opts.group_split)?;
+        let users = self.import_users(set_name, &train)?;
+        let mut names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+        names.sort_unstable();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+        names.shuffle(&mut rng);
+        let n = match opts.group_size {
+            GroupSize::Count(n) => n.min(names.len()),
+            GroupSize::All => names.len(),
+        };
+        names.truncate(n);
+        let group = format!(
+            "lamp:{set_name}/{}/group-{}-seed-{}",
+            opts.group_split, opts.group_size, opts.seed
+        );
+        self.store.add_to_group(&group, &names)?;
+        bar.set_message(format!("{n} train users"));
+        self.profile(&Owner::Group(group), params)
+    }
+
+    /// `(prefix, suffix)` of `method`'s prompt for `q`; the prefix is the part shared by a user's
+    /// questions (empty for `history-prompt`, whose prompt is per question).
+    fn prompt(
+        &self,
+        method: Method,
+        task: Task,
+        opts: &EvalOptions,
+        material: Option<&Material>,
+        q: &Question,
+    ) -> Result<(String, String), EvalError> {
+        if method == Method::HistoryPrompt {
+            let text = history_prompt(task, &q.input, &q.profile, opts.fit.k);
+            return Ok((String::new(), self.model.chat_prompt(None, &text)?));
+        }
+        let m = material.expect("material for every method with history");
+        let items: Vec<_> = m.selected.iter().collect();
+        let after = if method == Method::InsightPrompt {
+            format!(
+                "{}{}",
+                personalised_instruction(&m.personal_insight),
+                q.input
+            )
+        } else {
+            q.input.clone()
+        };
+        Ok(user_prompt(self.model, m.family, &items, &after)?)
+    }
+
+    /// Greedy answer to `prefix + suffix` under `plan`, reusing the prefix's KV cache when it is
+    /// already loaded under the same plan.
+    fn answer(
+        &mut self,
+        plan: Option<&Arc<EditPlan>>,
+        prefix: &str,
+        suffix: &str,
+        max_tokens: usize,
+    ) -> Result<String, EvalError> {
+        match plan {
+            Some(p) => self.ctx.set_plan(p.clone())?,
+            None => self.ctx.clear_plan(),
+        }
+        let (prefix_tokens, suffix_tokens) = if prefix.is_empty() {
+            (Vec::new(), self.ctx.tokenize_prompt(suffix)?)
+        } else {
+            (
+                self.ctx.tokenize_prompt(prefix)?,
+                self.model.tokenize(suffix, false, true)?,
+            )
+        };
+        if self.loaded != prefix_tokens || self.ctx.n_past() != prefix_tokens.len() {
+            self.ctx.load_prefix(&prefix_tokens)?;
+            self.loaded = prefix_tokens;
+        }
+        let opts = GenerateOptions {
+            max_tokens,
+            ..Default::default()
+        };
+        let g = self
+            .ctx
+            .generate_after_prefix(&suffix_tokens, &opts, |_| {})?;
+        Ok(g.text.trim().to_string())
+    }
+}
+
+/// The key of a method's answers: a hash of everything that decides them.
+fn run_key(
+    common: &serde_json::Value,
+    method: Method,
+    profile: Option<&serde_json::Value>,
+) -> String {
+    let doc = serde_json::json!({
+        "common": common,
+        "method": method.name(),
+        "profile": profile,
+    });
+    let digest = Sha256::digest(doc.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Answers LaMP scores as wrong for their form: outside the label list, or not a 1-5 rating.
+fn invalid_answers(task: Task, answers: &[&str]) -> Option<usize> {
+    match (task.kind(), label_set(task)) {
+        (TaskKind::Classification, Some(labels)) => Some(
+            answers
+                .iter()
+                .filter(|a| !labels.contains(&a.trim()))
+                .count(),
+        ),
+        (TaskKind::Rating, _) => Some(
+            answers
+                .iter()
+                .filter(|a| !matches!(a.trim(), "1" | "2" | "3" | "4" | "5"))
+                .count(),
+        ),
+        _ => None,
+    }
+}
+
+/// The default database of evaluations: `eval.db` next to the default database, so that LaMP users
+/// never mix with real ones.
+pub fn default_eval_db() -> PathBuf {
+    let db = crate::paths::default_db();
+    db.with_file_name("eval.db")
+}
+
+/// The default predictions file: `<set>-<split>.predictions.json` in the current directory.
+pub fn default_out(data: &Path, split: &str) -> PathBuf {
+    let set = data
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "lamp".into());
+    PathBuf::from(format!("{set}-{split}.predictions.json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_sizes_parse() {
+        assert_eq!("all".parse::<GroupSize>().unwrap(), GroupSize::All);
+        assert_eq!("20".parse::<GroupSize>().unwrap(), GroupSize::Count(20));
+        assert!("0".parse::<GroupSize>().is_err());
+        assert!("many".parse::<GroupSize>().is_err());
+    }
+
+    #[test]
+    fn invalid_answers_by_task() {
+        assert_eq!(
+            invalid_answers(Task::LaMP2, &["comedy", "funny", "sci-fi"]),
+            Some(1)
+        );
+        assert_eq!(invalid_answers(Task::LaMP3, &["5", "five", "0"]), Some(2));
+        assert_eq!(invalid_answers(Task::LaMP7, &["anything"]), None);
+    }
+
+    #[test]
+    fn run_keys_separate_methods_and_profiles() {
+        let c = serde_json::json!({"model": "m"});
+        let a = run_key(&c, Method::Instruct, None);
+        assert_eq!(a, run_key(&c, Method::Instruct, None));
+        assert_ne!(a, run_key(&c, Method::Chameleon, None));
+        let p1 = serde_json::json!({"fit": 1});
+        let p2 = serde_json::json!({"fit": 2});
+        assert_ne!(
+            run_key(&c, Method::Chameleon, Some(&p1)),
+            run_key(&c, Method::Chameleon, Some(&p2))
+        );
+    }
+
+    #[test]
+    fn method_names_match_clap() {
+        use clap::ValueEnum;
+        for m in Method::ALL {
+            assert_eq!(m.to_possible_value().unwrap().get_name(), m.name(), "{m:?}");
+        }
+    }
+}

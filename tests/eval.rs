@@ -1,0 +1,167 @@
+//! `chameleon eval` end to end on a 2-user LaMP fixture with SmolLM2: every method answers every
+//! question, the table has its shape, and a second run reuses every stored answer.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/lamp/tiny_lamp2"
+);
+const METHODS: [&str; 8] = [
+    "instruct",
+    "history-prompt",
+    "insight-prompt",
+    "chameleon",
+    "chameleon-online",
+    "chameleon-group",
+    "p-only",
+    "n-only",
+];
+
+fn eval(db: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chameleon"))
+        .arg("--db")
+        .arg(db)
+        .args(["eval", "--data", DATA, "--methods", &METHODS.join(",")])
+        .arg("--out")
+        .arg(out)
+        .args([
+            "--model",
+            common::smollm().to_str().unwrap(),
+            "--threads",
+            "2",
+        ])
+        // small but real settings, so the suite stays fast on 2 cores
+        .args([
+            "--answer-tokens",
+            "12",
+            "--insight-tokens",
+            "24",
+            "--max-queries",
+            "3",
+            "--layers",
+            "8,10,12",
+            "--group-size",
+            "all",
+        ])
+        .args(extra)
+        .output()
+        .expect("run chameleon")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "eval failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn every_method_answers_every_question_and_reruns_reuse_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, out) = (dir.path().join("eval.db"), dir.path().join("pred.json"));
+    let table = ok(&eval(&db, &out, &[]));
+
+    // the table: a heading, a header row, a rule, one row per method in the order asked
+    let lines: Vec<&str> = table.lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(lines.len(), 2 + METHODS.len(), "{table}");
+    assert_eq!(
+        lines[0],
+        "| method | accuracy | f1 | out of labels | s/question | fit s | no profile |"
+    );
+    for (line, method) in lines[2..].iter().zip(METHODS) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(cells[1], method, "{table}");
+        let acc: f64 = cells[2].parse().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{line}");
+        let invalid: usize = cells[4].parse().unwrap();
+        assert!(invalid <= 4, "{line}");
+    }
+    assert!(table.contains("4 questions, 2 users"), "{table}");
+
+    // the predictions: every method answered every question
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let preds = doc["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), METHODS.len() * 4);
+    for method in METHODS {
+        let mut ids: Vec<&str> = preds
+            .iter()
+            .filter(|p| p["method"] == method)
+            .map(|p| p["id"].as_str().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["2001", "2002", "2003", "2004"], "{method}");
+    }
+    for p in preds {
+        assert!(!p["raw"].as_str().unwrap().is_empty(), "empty answer: {p}");
+    }
+    // the edit changes answers: some edited answer differs from its unedited one
+    let raw = |m: &str, id: &str| {
+        preds
+            .iter()
+            .find(|p| p["method"] == m && p["id"] == id)
+            .unwrap()["raw"]
+            .clone()
+    };
+    let ids = ["2001", "2002", "2003", "2004"];
+    assert!(
+        [
+            "chameleon",
+            "chameleon-online",
+            "chameleon-group",
+            "p-only",
+            "n-only"
+        ]
+        .iter()
+        .any(|m| ids.iter().any(|id| raw(m, id) != raw("instruct", id))),
+        "no edit changed any answer"
+    );
+
+    // a second run answers nothing anew and generates nothing: same predictions, same stored rows
+    let counts = || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        ["insights", "pairs", "profiles", "eval_answers"].map(|t| {
+            conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+        })
+    };
+    let before = counts();
+    ok(&eval(&db, &out, &[]));
+    let doc2: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(doc["predictions"], doc2["predictions"]);
+    assert_eq!(before, counts());
+}
+
+#[test]
+fn a_missing_split_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chameleon"))
+        .arg("--db")
+        .arg(dir.path().join("eval.db"))
+        .args([
+            "eval",
+            "--data",
+            DATA,
+            "--split",
+            "test",
+            "--methods",
+            "instruct",
+        ])
+        .args(["--model", common::smollm().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("test_") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+}
