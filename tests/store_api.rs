@@ -84,7 +84,10 @@ fn assert_same_bits(a: &Profile, b: &Profile) {
 // ---------------------------------------------------------------------------------------------------
 // migrations
 
-const TABLES: [&str; 8] = [
+// `eval_answers` holds the evaluation's answers to benchmark questions, keyed by run and question id; it
+// references no user (LaMP users live in their own `eval.db` by default)
+const TABLES: [&str; 9] = [
+    "eval_answers",
     "group_members",
     "groups",
     "history",
