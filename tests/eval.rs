@@ -46,6 +46,8 @@ fn eval(db: &Path, out: &Path, extra: &[&str]) -> Output {
             "8,10,12",
             "--group-size",
             "all",
+            "--reply-tokens",
+            "10",
         ])
         .args(extra)
         .output()
