@@ -92,6 +92,14 @@ impl Method {
         }
     }
 
+    /// Whether the method edits the model (and so needs a profile).
+    fn edits(self) -> bool {
+        !matches!(
+            self,
+            Method::Instruct | Method::HistoryPrompt | Method::InsightPrompt
+        )
+    }
+
     fn uses_user_profile(self) -> bool {
         matches!(self, Method::Chameleon | Method::POnly | Method::NOnly)
     }
@@ -229,7 +237,11 @@ impl EvalReport {
             .map(|r| r.metrics.iter().map(|m| m.0).collect())
             .unwrap_or_default();
         let invalid = match self.rows.first().and_then(|r| r.invalid) {
-            Some(_) if label_set_name(self.task) => "out of labels",
+            Some(_)
+                if self.task.parse::<Task>().map(Task::kind) == Ok(TaskKind::Classification) =>
+            {
+                "out of labels"
+            }
             Some(_) => "unparsable",
             None => "",
         };
@@ -263,10 +275,6 @@ impl EvalReport {
         }
         s
     }
-}
-
-fn label_set_name(task: &str) -> bool {
-    task == "LaMP_1" || task == "LaMP_2"
 }
 
 /// Why an evaluation stopped.
@@ -519,11 +527,7 @@ impl<'a> Evaluator<'a> {
                     Method::ChameleonOnline => (online_profile.as_ref(), None, None),
                     Method::ChameleonGroup => (group_profile.as_ref(), None, None),
                 };
-                let edits = !matches!(
-                    method,
-                    Method::Instruct | Method::HistoryPrompt | Method::InsightPrompt
-                );
-                if edits && profile.is_none() {
+                if method.edits() && profile.is_none() {
                     *no_profile.entry(method).or_default() += 1;
                 }
                 let plan = profile

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Paired comparison of `chameleon eval` predictions against `instruct`.
+
+    scripts/eval_compare.py PRED.json [BASELINE.json]
+
+For every method in PRED.json: how many raw answers differ from `instruct`'s, empty answers, and (LaMP-1/2:
+accuracy, LaMP-3: negative absolute error) the mean paired difference with a 95% bootstrap interval over
+questions (2000 resamples, seed 0). `instruct` comes from BASELINE.json when given (a run of other
+methods on the same questions), else from PRED.json.
+"""
+import json
+import random
+import sys
+
+
+def by_method(path):
+    out = {}
+    for p in json.load(open(path))["predictions"]:
+        out.setdefault(p["method"], {})[p["id"]] = p
+    return out
+
+
+def score(task, p):
+    if task in ("LaMP_1", "LaMP_2"):
+        return float(p["answer"].strip() == p["gold"].strip())
+    if task == "LaMP_3":
+        g = float(p["gold"])
+        try:
+            a = float(p["answer"])
+        except ValueError:
+            a = None
+        if a is None or not 1 <= a <= 5:
+            a = 1 if abs(1 - g) > abs(5 - g) else 5
+        return -abs(a - g)
+    return None
+
+
+def main():
+    doc = json.load(open(sys.argv[1]))
+    task = doc["task"]
+    methods = by_method(sys.argv[1])
+    base = by_method(sys.argv[2] if len(sys.argv) > 2 else sys.argv[1])["instruct"]
+    print(doc["set"], doc["split"], doc["model"], doc["questions"], "questions")
+    for m, ps in methods.items():
+        ids = [i for i in base if i in ps]
+        changed = sum(ps[i]["raw"] != base[i]["raw"] for i in ids)
+        empty = sum(not ps[i]["raw"].strip() for i in ids)
+        line = f"{m:18s} changed vs instruct {changed}/{len(ids)}, empty {empty}"
+        if score(task, base[ids[0]]) is not None:
+            diffs = [score(task, ps[i]) - score(task, base[i]) for i in ids]
+            rng = random.Random(0)
+            n = len(diffs)
+            boots = sorted(sum(rng.choice(diffs) for _ in range(n)) / n for _ in range(2000))
+            line += f", diff {sum(diffs) / n:+.3f} [{boots[50]:+.3f}, {boots[1949]:+.3f}]"
+        print(line)
+
+
+main()
