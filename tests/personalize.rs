@@ -153,6 +153,33 @@ fn fit_stores_unit_directions_and_the_profile_changes_answers() {
     ));
     let mut m = chameleon::llm::Model::load(&common::smollm(), &Default::default()).unwrap();
     m.load_lora(&lora).expect("the exported adapter loads");
+    // `profile inspect` measures the edit's reach on a prompt; twice the strength reaches further
+    let reach = |extra: &[&str]| {
+        let mut args = vec![
+            "profile",
+            "inspect",
+            "--user",
+            "gardener",
+            "--json",
+            "--prompt",
+            "What should I do this weekend?",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str::<serde_json::Value>(&ok(run(&db, &args))).unwrap()
+    };
+    let (one, two) = (reach(&[]), reach(&["--alpha", "2", "--beta", "2"]));
+    let layers = one["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{one}");
+    for (a, b) in layers.iter().zip(two["layers"].as_array().unwrap()) {
+        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+        assert!(f(a, "mlp_share") > 0.0 && f(a, "along_p") > 0.0 && f(a, "along_p") <= 1.0);
+        assert!(
+            f(a, "moved") > 0.0 && f(b, "moved") > f(a, "moved"),
+            "{a} vs {b}"
+        );
+        assert_eq!(f(a, "mlp_share"), f(b, "mlp_share"));
+    }
+    assert!(one["output_moved"].as_f64().unwrap() > 0.0);
     // another model's fingerprint is refused
     let other = ModelIdentity {
         fingerprint: "0".repeat(64),

@@ -1,10 +1,13 @@
-//! `chameleon profile export`: a fitted profile as a LoRA adapter for stock llama.cpp.
+//! `chameleon profile export`: a fitted profile as a LoRA adapter for stock llama.cpp;
+//! `chameleon profile inspect`: how far a profile's edit reaches on a prompt.
 
 use clap::{Args, Subcommand};
 
 use super::generate::ProfileArgs;
 use super::{Global, ModelArgs};
+use crate::llm::CaptureRequest;
 use crate::steer::lora::export_lora;
+use crate::steer::{Reach, reach};
 
 #[derive(Debug, Args)]
 pub struct ProfileCmdArgs {
@@ -16,6 +19,36 @@ pub struct ProfileCmdArgs {
 pub enum ProfileCommand {
     /// Write the profile as a rank-2 LoRA adapter on `ffn_down` (llama.cpp `--lora FILE`).
     Export(ExportLoraArgs),
+    /// Show how far the edit reaches on a prompt, per edited layer: how large the MLP output is next to
+    /// the residual stream, how much of it lies along the personal and generic directions, how far the
+    /// edit moves the residual stream, and how far the last layer's output moves in the end.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    /// The prompt to read.
+    #[arg(long, short)]
+    pub prompt: String,
+    /// Feed the prompt as is, without the model's chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `profile inspect` measures.
+#[derive(Debug, serde::Serialize)]
+struct Inspection {
+    tokens: usize,
+    layers: Vec<Reach>,
+    /// `||h_L(edited) - h_L|| / ||h_L||` at the last layer's output, mean over positions.
+    output_moved: f32,
 }
 
 #[derive(Debug, Args)]
@@ -57,5 +90,89 @@ pub fn run(args: ProfileCmdArgs, global: &Global) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ProfileCommand::Inspect(a) => inspect(&a, global),
     }
+}
+
+fn inspect(a: &InspectArgs, global: &Global) -> anyhow::Result<()> {
+    if a.profile.no_edit {
+        anyhow::bail!("`--no-edit` makes no sense for an inspection");
+    }
+    let model = a.model.load(global)?;
+    let Some(plan) = a.profile.plan(&model, global)? else {
+        anyhow::bail!("name the profile with `--user NAME` or `--profile group:NAME`");
+    };
+    let mut ctx = model.new_context(&a.model.context_params())?;
+    let prompt = if a.raw {
+        a.prompt.clone()
+    } else {
+        model.chat_prompt(None, &a.prompt)?
+    };
+    let tokens = ctx.tokenize_prompt(&prompt)?;
+    let layers: Vec<usize> = plan.edits().iter().map(|e| e.layer).collect();
+    let last = model.n_layer() - 1;
+    let mut names: Vec<String> = layers.iter().map(|l| format!("l_out-{l}")).collect();
+    names.push(format!("l_out-{last}"));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+
+    let mlp = ctx.capture(&tokens, &CaptureRequest { layers })?;
+    let plain = ctx.probe(&tokens, &names)?;
+    ctx.set_plan(plan.clone())?;
+    let edited = ctx.probe(&tokens, &names[names.len() - 1..])?;
+
+    let mut reaches = Vec::new();
+    for (e, resid) in plan.edits().iter().zip(&plain) {
+        let rows = mlp.rows(e.layer).expect("captured above");
+        let r = reach(e, rows, resid).ok_or_else(|| {
+            anyhow::anyhow!(
+                "layer {}: the MLP output and `l_out` disagree in size ({} vs {} values)",
+                e.layer,
+                rows.len(),
+                resid.len()
+            )
+        })?;
+        reaches.push(r);
+    }
+    let out_plain = plain.last().expect("the last layer was probed");
+    let out_edit = &edited[0];
+    let d = model.n_embd();
+    if out_plain.len() != out_edit.len() || out_plain.is_empty() {
+        anyhow::bail!("the last layer's output was not read back");
+    }
+    let moved: Vec<f32> = out_plain
+        .chunks_exact(d)
+        .zip(out_edit.chunks_exact(d))
+        .map(|(h, g)| {
+            let diff: f32 = h.iter().zip(g).map(|(a, b)| (a - b) * (a - b)).sum();
+            let norm: f32 = h.iter().map(|a| a * a).sum();
+            (diff / norm.max(f32::MIN_POSITIVE)).sqrt()
+        })
+        .collect();
+    let report = Inspection {
+        tokens: tokens.len(),
+        layers: reaches,
+        output_moved: moved.iter().sum::<f32>() / moved.len() as f32,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{} prompt tokens; means over positions", report.tokens);
+    println!("| layer | ‖x‖/‖h‖ | ‖x·p‖/‖x‖ | ‖x·n‖/‖x‖ | edit moves h by |");
+    println!("|---|---|---|---|---|");
+    for r in &report.layers {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.3} | {:.2}% |",
+            r.layer,
+            r.mlp_share,
+            r.along_p,
+            r.along_n,
+            100.0 * r.moved
+        );
+    }
+    println!(
+        "the last layer's output moves by {:.2}% (x: MLP output, h: residual stream after the layer)",
+        100.0 * report.output_moved
+    );
+    Ok(())
 }

@@ -191,6 +191,60 @@ impl EditPlan {
     }
 }
 
+/// How far one layer's edit reaches on some text, averaged over its token positions (`chameleon profile
+/// inspect`). The edit only scales components along `p` and `n`, so its effect on the network is set by how
+/// much of the MLP output lies along them and how large the MLP output is next to the residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Reach {
+    /// Decoder layer index.
+    pub layer: usize,
+    /// `||x|| / ||h||`: the MLP output `x` next to the residual stream `h` after the layer.
+    pub mlp_share: f32,
+    /// `|<x,p>| / ||x||`: the share of the MLP output along the personal direction.
+    pub along_p: f32,
+    /// `|<x,n>| / ||x||`: the share along the generic direction.
+    pub along_n: f32,
+    /// `||edit(x) - x|| / ||h||`: how far the edit moves the residual stream.
+    pub moved: f32,
+}
+
+/// [`Reach`] of `edit` on the unedited MLP outputs `mlp` and residual stream `resid` of the same positions
+/// (row-major, `edit.p.len()` values per row). Positions with a zero vector are skipped; `None` when
+/// none is left or the lengths disagree.
+pub fn reach(edit: &LayerEdit, mlp: &[f32], resid: &[f32]) -> Option<Reach> {
+    let d = edit.p.len();
+    if d == 0 || mlp.len() != resid.len() || !mlp.len().is_multiple_of(d) {
+        return None;
+    }
+    let (mut share, mut ap, mut an, mut moved, mut n) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize);
+    let mut y = vec![0.0f32; d];
+    for (x, h) in mlp.chunks_exact(d).zip(resid.chunks_exact(d)) {
+        let (nx, nh) = (dot(x, x).sqrt(), dot(h, h).sqrt());
+        if nx == 0.0 || nh == 0.0 {
+            continue;
+        }
+        y.copy_from_slice(x);
+        edit.apply(&mut y);
+        let diff: f32 = y.iter().zip(x).map(|(a, b)| (a - b) * (a - b)).sum();
+        share += f64::from(nx / nh);
+        ap += f64::from(dot(x, &edit.p).abs() / nx);
+        an += f64::from(dot(x, &edit.n).abs() / nx);
+        moved += f64::from(diff.sqrt() / nh);
+        n += 1;
+    }
+    if n == 0 {
+        return None;
+    }
+    let mean = |v: f64| (v / n as f64) as f32;
+    Some(Reach {
+        layer: edit.layer,
+        mlp_share: mean(share),
+        along_p: mean(ap),
+        along_n: mean(an),
+        moved: mean(moved),
+    })
+}
+
 /// Dot product, four accumulators so the compiler vectorises it.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -222,6 +276,35 @@ pub fn axpy(s: f32, x: &[f32], y: &mut [f32]) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn reach_by_hand() {
+        // p = e0, n = e1; x = (3, 4, 0), h = (0, 0, 10): |x| = 5, |h| = 10.
+        let e = LayerEdit {
+            layer: 4,
+            p: vec![1.0, 0.0, 0.0],
+            n: vec![0.0, 1.0, 0.0],
+            alpha: 1.0,
+            beta: 0.5,
+        };
+        let r = reach(&e, &[3.0, 4.0, 0.0], &[0.0, 0.0, 10.0]).unwrap();
+        assert_eq!(r.layer, 4);
+        assert!((r.mlp_share - 0.5).abs() < 1e-6);
+        assert!((r.along_p - 0.6).abs() < 1e-6);
+        assert!((r.along_n - 0.8).abs() < 1e-6);
+        // edit(x) = (6, 2, 0): moved by (3, -2, 0), |.| = sqrt(13), over |h| = 10
+        assert!((r.moved - 13f32.sqrt() / 10.0).abs() < 1e-6);
+        // zero rows are skipped, mismatched lengths refused
+        let r2 = reach(
+            &e,
+            &[3.0, 4.0, 0.0, 0.0, 0.0, 0.0],
+            &[0.0, 0.0, 10.0, 1.0, 1.0, 1.0],
+        )
+        .unwrap();
+        assert_eq!(r, r2);
+        assert!(reach(&e, &[0.0; 3], &[1.0; 3]).is_none());
+        assert!(reach(&e, &[1.0; 3], &[1.0; 6]).is_none());
+    }
 
     fn unit(v: Vec<f32>) -> Vec<f32> {
         let n = dot(&v, &v).sqrt().max(1e-6);
