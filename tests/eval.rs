@@ -25,7 +25,12 @@ fn eval(db: &Path, out: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_chameleon"))
         .arg("--db")
         .arg(db)
-        .args(["eval", "--data", DATA, "--methods", &METHODS.join(",")])
+        .args(["eval", "--data", DATA])
+        .args(if extra.contains(&"--methods") {
+            vec![]
+        } else {
+            vec!["--methods".to_string(), METHODS.join(",")]
+        })
         .arg("--out")
         .arg(out)
         .args([
@@ -139,6 +144,16 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     let doc2: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(doc["predictions"], doc2["predictions"]);
     assert_eq!(before, counts());
+
+    // other strengths reuse the fitted profiles: only the answers are new
+    ok(&eval(
+        &db,
+        &out,
+        &["--methods", "chameleon", "--alpha", "0.5", "--beta", "0.5"],
+    ));
+    let after = counts();
+    assert_eq!(after[..3], before[..3], "a strength change fitted again");
+    assert_eq!(after[3], before[3] + 4);
 }
 
 #[test]

@@ -517,15 +517,17 @@ impl<'a> Evaluator<'a> {
 
             for &method in &methods {
                 bar.set_prefix(method.name());
+                // the strengths asked for, whatever a reused profile was fitted with
+                let (a, b) = (Some(fit_params.alpha), Some(fit_params.beta));
                 let (profile, alpha, beta) = match method {
                     Method::Instruct | Method::HistoryPrompt | Method::InsightPrompt => {
                         (None, None, None)
                     }
-                    Method::Chameleon => (user_profile.as_ref(), None, None),
-                    Method::POnly => (user_profile.as_ref(), None, Some(0.0)),
-                    Method::NOnly => (user_profile.as_ref(), Some(0.0), None),
-                    Method::ChameleonOnline => (online_profile.as_ref(), None, None),
-                    Method::ChameleonGroup => (group_profile.as_ref(), None, None),
+                    Method::Chameleon => (user_profile.as_ref(), a, b),
+                    Method::POnly => (user_profile.as_ref(), a, Some(0.0)),
+                    Method::NOnly => (user_profile.as_ref(), Some(0.0), b),
+                    Method::ChameleonOnline => (online_profile.as_ref(), a, b),
+                    Method::ChameleonGroup => (group_profile.as_ref(), a, b),
                 };
                 if method.edits() && profile.is_none() {
                     *no_profile.entry(method).or_default() += 1;
@@ -691,9 +693,11 @@ impl<'a> Evaluator<'a> {
             n_layer: self.model.n_layer(),
             hidden: self.model.n_embd(),
         };
-        let wanted = serde_json::to_value(params).expect("params serialise");
+        // alpha and beta only scale the edit when it is applied (`profile_plan` overrides them), so a
+        // profile fitted with other strengths is reused, not fitted again
+        let wanted = without_strengths(&serde_json::to_value(params).expect("params serialise"));
         let fresh = |p: &Profile| {
-            p.params.get("fit") == Some(&wanted)
+            p.params.get("fit").map(without_strengths) == Some(wanted.clone())
                 && p.params.get("prompt_version") == Some(&serde_json::json!(PROMPT_VERSION))
         };
         if let Some(p) = self.store.load_profile(owner, &identity)?
@@ -855,6 +859,16 @@ pub fn default_out(data: &Path, split: &str) -> PathBuf {
     PathBuf::from(format!("{set}-{split}.predictions.json"))
 }
 
+/// Fit parameters without `alpha` and `beta`, which do not change what a fit computes.
+fn without_strengths(fit: &serde_json::Value) -> serde_json::Value {
+    let mut v = fit.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("alpha");
+        o.remove("beta");
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -889,6 +903,28 @@ mod tests {
             run_key(&c, Method::Chameleon, Some(&p1)),
             run_key(&c, Method::Chameleon, Some(&p2))
         );
+    }
+
+    #[test]
+    fn strengths_do_not_call_for_a_new_fit() {
+        let fit = |alpha: f32, k: usize| {
+            serde_json::to_value(FitParams {
+                alpha,
+                beta: alpha,
+                k,
+                ..FitParams::default()
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            without_strengths(&fit(0.5, 10)),
+            without_strengths(&fit(1.0, 10))
+        );
+        assert_ne!(
+            without_strengths(&fit(1.0, 5)),
+            without_strengths(&fit(1.0, 10))
+        );
+        assert!(without_strengths(&fit(1.0, 10)).get("alpha").is_none());
     }
 
     #[test]
