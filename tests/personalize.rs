@@ -77,7 +77,11 @@ fn user_with_history(dir: &Path, name: &str, lines: Option<usize>) -> PathBuf {
 
 fn fit(db: &Path, user: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["fit", "--user", user, "--json"];
-    args.extend_from_slice(FAST);
+    for flag in FAST.chunks(2) {
+        if !extra.contains(&flag[0]) {
+            args.extend_from_slice(flag);
+        }
+    }
     if !extra.contains(&"--k") {
         args.extend_from_slice(&["--k", "5"]);
     }
@@ -190,6 +194,24 @@ fn fit_stores_unit_directions_and_the_profile_changes_answers() {
             .load_profile(&Owner::User("gardener".into()), &other)
             .is_err()
     );
+}
+
+#[test]
+fn the_cache_serves_only_the_same_generation_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = user_with_history(dir.path(), "g", None);
+    let first = fit(&db, "g", &[]);
+    assert_eq!(first["reused"], 0);
+    // the same settings again: both insights and every pair come from the store
+    let again = fit(&db, "g", &[]);
+    let pairs = again["pairs"].as_u64().unwrap() + again["dropped_pairs"].as_u64().unwrap();
+    assert_eq!(again["reused"].as_u64().unwrap(), 2 + pairs, "{again}");
+    // longer answers: the insights are reused, the pairs are written anew
+    let longer = fit(&db, "g", &["--answer-tokens", "20"]);
+    assert_eq!(longer["reused"], 2, "{longer}");
+    // longer insights: nothing is reused
+    let wordier = fit(&db, "g", &["--insight-tokens", "40"]);
+    assert_eq!(wordier["reused"], 0, "{wordier}");
 }
 
 #[test]

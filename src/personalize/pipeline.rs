@@ -566,7 +566,7 @@ impl<'a> Personalizer<'a> {
             user: user.id,
             fingerprint,
             prompt_version: PROMPT_VERSION,
-            history_hash: hash,
+            history_hash: pair_cache_key(&hash, params.answer_tokens, &insights),
         };
         let stored: HashMap<String, Pair> = self
             .store
@@ -673,7 +673,7 @@ impl<'a> Personalizer<'a> {
                 fingerprint: fingerprint.clone(),
                 kind,
                 prompt_version: PROMPT_VERSION,
-                history_hash: hash.clone(),
+                history_hash: insight_cache_key(&hash, params.insight_tokens),
             };
             if let Some(text) = self.store.insight(&key)? {
                 self.reused += 1;
@@ -852,6 +852,28 @@ pub fn user_prompt(
     )
 }
 
+/// The cache key of a user's insights: what the prompt showed and how long the insight may be, so a
+/// fit with another `insight_tokens` writes new insights instead of reading shorter or longer ones.
+fn insight_cache_key(history_hash: &str, insight_tokens: usize) -> String {
+    format!("{history_hash}/insight_tokens={insight_tokens}")
+}
+
+/// The cache key of a user's pairs: what the prompts showed (history, both insights) and how long an
+/// answer may be.
+fn pair_cache_key(history_hash: &str, answer_tokens: usize, insights: &[String; 2]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for text in insights {
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    let digest: String = h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{history_hash}/answer_tokens={answer_tokens}/insights={digest}")
+}
+
 fn check_params(p: &FitParams, n_layer: usize) -> Result<(), PersonalizeError> {
     let bad = |m: String| Err(PersonalizeError::Params(m));
     if p.k == 0 {
@@ -937,6 +959,22 @@ pub fn profile_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_keys_follow_the_generation_settings() {
+        let ins = ["likes tea".to_string(), "be neutral".to_string()];
+        assert_ne!(insight_cache_key("h", 32), insight_cache_key("h", 64));
+        assert_ne!(insight_cache_key("h", 32), insight_cache_key("g", 32));
+        let k = pair_cache_key("h", 16, &ins);
+        assert_eq!(k, pair_cache_key("h", 16, &ins));
+        assert_ne!(k, pair_cache_key("h", 24, &ins));
+        assert_ne!(k, pair_cache_key("g", 16, &ins));
+        let other = ["likes coffee".to_string(), "be neutral".to_string()];
+        assert_ne!(k, pair_cache_key("h", 16, &other));
+        // the two insights are kept apart: moving text from one to the other is another key
+        let shifted = ["likes tea be".to_string(), "neutral".to_string()];
+        assert_ne!(k, pair_cache_key("h", 16, &shifted));
+    }
 
     #[test]
     fn layer_choice_parses() {
