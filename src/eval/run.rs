@@ -18,6 +18,7 @@
 //! added method only answers what is new.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -437,6 +438,9 @@ impl<'a> Evaluator<'a> {
             .progress_chars("=> "),
         );
 
+        // without a terminal (a log file, CI) the bar is invisible: write a line per user instead
+        let log_lines = self.progress && !std::io::stderr().is_terminal();
+        let started = Instant::now();
         let mut fit_secs: BTreeMap<Method, f64> = BTreeMap::new();
         let mut no_profile: BTreeMap<Method, usize> = BTreeMap::new();
         let mut fit_params = opts.fit.clone();
@@ -472,7 +476,13 @@ impl<'a> Evaluator<'a> {
             .iter()
             .map(|&m| (m, vec![None; set.questions.len()]))
             .collect();
-        for user in &users {
+        if log_lines && group_profile.is_some() {
+            eprintln!(
+                "eval: group profile ready, {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        for (ui, user) in users.iter().enumerate() {
             self.check_interrupt()?;
             bar.set_message(format!("user {}", user.key));
             let needs_material = methods.iter().any(|&m| m != Method::HistoryPrompt);
@@ -574,6 +584,17 @@ impl<'a> Evaluator<'a> {
                     });
                     bar.inc(1);
                 }
+            }
+            if log_lines {
+                eprintln!(
+                    "eval: user {}/{} done ({}), {}/{} answers, {:.0} s",
+                    ui + 1,
+                    users.len(),
+                    user.key,
+                    bar.position(),
+                    total,
+                    started.elapsed().as_secs_f64()
+                );
             }
         }
         bar.finish_and_clear();
