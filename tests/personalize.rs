@@ -210,8 +210,20 @@ fn the_cache_serves_only_the_same_generation_settings() {
     let longer = fit(&db, "g", &["--answer-tokens", "20"]);
     assert_eq!(longer["reused"], 2, "{longer}");
     // longer insights: nothing is reused
-    let wordier = fit(&db, "g", &["--insight-tokens", "40"]);
+    let wordier = fit(
+        &db,
+        "g",
+        &["--insight-tokens", "40", "--ccs-normalize", "false"],
+    );
     assert_eq!(wordier["reused"], 0, "{wordier}");
+    // the CCS choices are recorded with the profile
+    let profile = Store::open(&db)
+        .unwrap()
+        .load_profile(&Owner::User("g".into()), &identity())
+        .unwrap()
+        .unwrap();
+    assert_eq!(profile.params["fit"]["ccs"]["normalize"], false);
+    assert_eq!(profile.params["fit"]["ccs"]["squared_min"], true);
 }
 
 #[test]

@@ -65,6 +65,14 @@ pub struct FitFlags {
     /// Tokens per generated insight.
     #[arg(long, default_value_t = 96)]
     pub insight_tokens: usize,
+    /// Centre each set of pair features before CCS, as the CCS reference does (`false`: raw features,
+    /// which keeps an offset shared by all personalised-minus-neutral pairs).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ccs_normalize: bool,
+    /// Square the confidence term of the CCS loss, as the CCS reference does (`false`: as the paper
+    /// prints it).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ccs_squared_min: bool,
 }
 
 impl FitFlags {
@@ -82,6 +90,8 @@ impl FitFlags {
             ..FitParams::default()
         };
         p.ccs.seed = self.seed;
+        p.ccs.normalize = self.ccs_normalize;
+        p.ccs.squared_min = self.ccs_squared_min;
         p
     }
 }
