@@ -7,7 +7,7 @@ use super::generate::ProfileArgs;
 use super::{Global, ModelArgs};
 use crate::llm::CaptureRequest;
 use crate::steer::lora::export_lora;
-use crate::steer::{Reach, reach};
+use crate::steer::{Reach, median, reach};
 
 #[derive(Debug, Args)]
 pub struct ProfileCmdArgs {
@@ -47,7 +47,7 @@ pub struct InspectArgs {
 struct Inspection {
     tokens: usize,
     layers: Vec<Reach>,
-    /// `||h_L(edited) - h_L|| / ||h_L||` at the last layer's output, mean over positions.
+    /// `||h_L(edited) - h_L|| / ||h_L||` at the last layer's output, median over positions.
     output_moved: f32,
 }
 
@@ -151,13 +151,13 @@ fn inspect(a: &InspectArgs, global: &Global) -> anyhow::Result<()> {
     let report = Inspection {
         tokens: tokens.len(),
         layers: reaches,
-        output_moved: moved.iter().sum::<f32>() / moved.len() as f32,
+        output_moved: median(moved),
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{} prompt tokens; means over positions", report.tokens);
+    println!("{} prompt tokens; medians over positions", report.tokens);
     println!("| layer | ‖x‖/‖h‖ | ‖x·p‖/‖x‖ | ‖x·n‖/‖x‖ | edit moves h by |");
     println!("|---|---|---|---|---|");
     for r in &report.layers {

@@ -191,9 +191,10 @@ impl EditPlan {
     }
 }
 
-/// How far one layer's edit reaches on some text, averaged over its token positions (`chameleon profile
-/// inspect`). The edit only scales components along `p` and `n`, so its effect on the network is set by how
-/// much of the MLP output lies along them and how large the MLP output is next to the residual stream.
+/// How far one layer's edit reaches on some text: medians over its token positions, so that a few
+/// outlier positions (the first token's activations are often huge) do not decide it (`chameleon profile
+/// inspect`). The edit only scales components along `p` and `n`, so its effect on the network is set by
+/// how much of the MLP output lies along them and how large the MLP output is next to the residual stream.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Reach {
     /// Decoder layer index.
@@ -216,7 +217,7 @@ pub fn reach(edit: &LayerEdit, mlp: &[f32], resid: &[f32]) -> Option<Reach> {
     if d == 0 || mlp.len() != resid.len() || !mlp.len().is_multiple_of(d) {
         return None;
     }
-    let (mut share, mut ap, mut an, mut moved, mut n) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize);
+    let mut cols: [Vec<f32>; 4] = Default::default();
     let mut y = vec![0.0f32; d];
     for (x, h) in mlp.chunks_exact(d).zip(resid.chunks_exact(d)) {
         let (nx, nh) = (dot(x, x).sqrt(), dot(h, h).sqrt());
@@ -226,23 +227,33 @@ pub fn reach(edit: &LayerEdit, mlp: &[f32], resid: &[f32]) -> Option<Reach> {
         y.copy_from_slice(x);
         edit.apply(&mut y);
         let diff: f32 = y.iter().zip(x).map(|(a, b)| (a - b) * (a - b)).sum();
-        share += f64::from(nx / nh);
-        ap += f64::from(dot(x, &edit.p).abs() / nx);
-        an += f64::from(dot(x, &edit.n).abs() / nx);
-        moved += f64::from(diff.sqrt() / nh);
-        n += 1;
+        cols[0].push(nx / nh);
+        cols[1].push(dot(x, &edit.p).abs() / nx);
+        cols[2].push(dot(x, &edit.n).abs() / nx);
+        cols[3].push(diff.sqrt() / nh);
     }
-    if n == 0 {
+    if cols[0].is_empty() {
         return None;
     }
-    let mean = |v: f64| (v / n as f64) as f32;
+    let [a, b, c, e] = cols.map(median);
     Some(Reach {
         layer: edit.layer,
-        mlp_share: mean(share),
-        along_p: mean(ap),
-        along_n: mean(an),
-        moved: mean(moved),
+        mlp_share: a,
+        along_p: b,
+        along_n: c,
+        moved: e,
     })
+}
+
+/// Median of a non-empty list (the mean of the middle two for an even length).
+pub(crate) fn median(mut v: Vec<f32>) -> f32 {
+    v.sort_unstable_by(f32::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 /// Dot product, four accumulators so the compiler vectorises it.
@@ -303,6 +314,11 @@ mod tests {
         .unwrap();
         assert_eq!(r, r2);
         assert!(reach(&e, &[0.0; 3], &[1.0; 3]).is_none());
+        // medians: one outlier position among three does not move them
+        let x = [3.0, 4.0, 0.0, 3.0, 4.0, 0.0, 300.0, 0.0, 0.0];
+        let h = [0.0, 0.0, 10.0, 0.0, 0.0, 10.0, 0.0, 0.0, 1.0];
+        assert_eq!(reach(&e, &x, &h).unwrap(), r);
+        assert_eq!(median(vec![4.0, 1.0]), 2.5);
         assert!(reach(&e, &[1.0; 3], &[1.0; 6]).is_none());
     }
 
