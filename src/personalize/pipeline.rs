@@ -265,6 +265,9 @@ pub struct Personalizer<'a> {
     store: &'a Store,
     ctx: Context<'a>,
     embedder: Option<Context<'a>>,
+    /// Item embeddings already computed (stage 1), by text: a user's material, fit and online fit
+    /// select from the same items, and an embedding costs a forward pass.
+    embeddings: HashMap<String, Vec<f32>>,
     ctx_params: ContextParams,
     interrupt: Option<Arc<AtomicBool>>,
     progress: bool,
@@ -294,6 +297,7 @@ impl<'a> Personalizer<'a> {
             store,
             ctx,
             embedder: None,
+            embeddings: HashMap::new(),
             ctx_params,
             interrupt: None,
             progress: true,
@@ -811,6 +815,9 @@ impl<'a> Personalizer<'a> {
     }
 
     fn embed(&mut self, text: &str) -> Result<Vec<f32>, PersonalizeError> {
+        if let Some(v) = self.embeddings.get(text) {
+            return Ok(v.clone());
+        }
         if self.embedder.is_none() {
             let params = ContextParams {
                 embeddings: true,
@@ -820,7 +827,9 @@ impl<'a> Personalizer<'a> {
             self.embedder = Some(self.model.new_context(&params)?);
         }
         let e = self.embedder.as_mut().expect("created above");
-        Ok(e.embed(text)?)
+        let v = e.embed(text)?;
+        self.embeddings.insert(text.to_string(), v.clone());
+        Ok(v)
     }
 }
 
