@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 
 use crate::eval::lamp::{ProfileItem, Task};
+use crate::personalize::prompts::clip_chars;
 
 /// Splits text into BM25 terms as LaMP does: on whitespace only, case kept.
 pub fn bm25_tokens(text: &str) -> Vec<&str> {
@@ -233,6 +234,11 @@ pub fn retrieve<'a>(
         .collect()
 }
 
+/// Most characters of one profile field in LaMP's retrieval prompt. LaMP cuts its prompts to the model's
+/// input length; here each field is cut so that k items fit a 4096-token context (LaMP-3 reviews run to
+/// 10,000 characters). No LaMP-2 description or LaMP-7 tweet of the shared sets is that long.
+pub const LAMP_ITEM_CHARS: usize = 1000;
+
 /// Folds `items` (in the given order) into `input` with LaMP's template for `task`:
 ///
 /// | task | one item | prompt |
@@ -246,12 +252,13 @@ pub fn retrieve<'a>(
 /// | LaMP-7 | `"{text}" ` | `{items} are written by a person. Following the given patterns {input}` |
 ///
 /// Items are joined with `, and `. With no items the input comes back unchanged (LaMP's fallback too).
+/// Each field is cut to [`LAMP_ITEM_CHARS`].
 pub fn fold_items(task: Task, input: &str, items: &[&ProfileItem]) -> String {
     if items.is_empty() {
         return input.to_owned();
     }
     let render = |item: &ProfileItem| {
-        let f = |key| item.field(key).unwrap_or("");
+        let f = |key| clip_chars(item.field(key).unwrap_or(""), LAMP_ITEM_CHARS);
         match task {
             Task::LaMP1 => format!("\"{}\"", f("title")),
             Task::LaMP2 => format!(
@@ -447,6 +454,23 @@ mod tests {
         assert_eq!(history_prompt(Task::LaMP2, input, &[], 3), input);
         // k larger than the profile takes everything
         assert_eq!(retrieve(Task::LaMP2, input, &profile, 10).len(), 3);
+    }
+
+    #[test]
+    fn long_fields_are_cut() {
+        let long = "é".repeat(LAMP_ITEM_CHARS + 5);
+        let review = ProfileItem::new(
+            "r",
+            ProfileBody::Review {
+                text: long.clone(),
+                score: "4".into(),
+            },
+        );
+        let cut = format!("{}...", "é".repeat(LAMP_ITEM_CHARS));
+        assert_eq!(
+            fold_items(Task::LaMP3, "review: x", &[&review]),
+            format!("4 is the score for \"{cut}\" . review: x")
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ use super::lamp::{LampError, LampSet, Question, Task, TaskKind, label_set};
 use super::metrics::{MetricError, extract_answer, score};
 use super::prompts::history_prompt;
 use crate::llm::{Context, ContextParams, GenerateOptions, LlmError, Model, Token};
-use crate::personalize::prompts::{PROMPT_VERSION, personalised_instruction};
+use crate::personalize::prompts::{PROMPT_VERSION, clip_chars, personalised_instruction};
 use crate::personalize::{
     FitParams, Material, Mode, PersonalizeError, Personalizer, profile_plan, user_prompt,
 };
@@ -513,7 +513,7 @@ impl<'a> Evaluator<'a> {
                 params.online_queries = user
                     .questions
                     .iter()
-                    .map(|&i| set.questions[i].input.clone())
+                    .map(|&i| question_text(&set.questions[i]).into_owned())
                     .collect();
                 let group = format!("{}#online", user.name);
                 self.store
@@ -775,20 +775,17 @@ impl<'a> Evaluator<'a> {
         material: Option<&Material>,
         q: &Question,
     ) -> Result<(String, String), EvalError> {
+        let input = question_text(q);
         if method == Method::HistoryPrompt {
-            let text = history_prompt(task, &q.input, &q.profile, opts.fit.k);
+            let text = history_prompt(task, &input, &q.profile, opts.fit.k);
             return Ok((String::new(), self.model.chat_prompt(None, &text)?));
         }
         let m = material.expect("material for every method with history");
         let items: Vec<_> = m.selected.iter().collect();
         let after = if method == Method::InsightPrompt {
-            format!(
-                "{}{}",
-                personalised_instruction(&m.personal_insight),
-                q.input
-            )
+            format!("{}{}", personalised_instruction(&m.personal_insight), input)
         } else {
-            q.input.clone()
+            input.into_owned()
         };
         Ok(user_prompt(self.model, m.family, &items, &after)?)
     }
@@ -878,6 +875,16 @@ pub fn default_out(data: &Path, split: &str) -> PathBuf {
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "lamp".into());
     PathBuf::from(format!("{set}-{split}.predictions.json"))
+}
+
+/// Most characters of a question's input shown to the model. LaMP-3 reviews run to 14,000 characters,
+/// more than a 4096-token context holds next to the history; the task instruction comes first in every
+/// LaMP input, so cutting the end keeps it. No LaMP-2 or LaMP-7 input of the shared sets is that long.
+pub const MAX_QUESTION_CHARS: usize = 3000;
+
+/// A question's input as the model is shown it (cut to [`MAX_QUESTION_CHARS`]).
+fn question_text(q: &Question) -> std::borrow::Cow<'_, str> {
+    clip_chars(&q.input, MAX_QUESTION_CHARS)
 }
 
 /// Fit parameters without `alpha` and `beta`, which do not change what a fit computes.

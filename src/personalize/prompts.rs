@@ -51,12 +51,15 @@ pub struct Item<'a> {
 pub const MAX_ITEM_CHARS: usize = 400;
 
 fn clip(s: &str) -> String {
-    let s = s.trim();
-    if s.chars().count() <= MAX_ITEM_CHARS {
-        return s.to_string();
+    clip_chars(s.trim(), MAX_ITEM_CHARS).into_owned()
+}
+
+/// `s` cut to its first `max` characters, marked with `...` when cut.
+pub fn clip_chars(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}...", &s[..end])),
     }
-    let cut: String = s.chars().take(MAX_ITEM_CHARS).collect();
-    format!("{cut}...")
 }
 
 /// The history block: the selected items, numbered.
@@ -226,6 +229,15 @@ pub fn split_chat<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_counts_characters_not_bytes() {
+        assert_eq!(clip_chars("abc", 3), "abc");
+        assert_eq!(clip_chars("abcd", 3), "abc...");
+        assert_eq!(clip_chars("ééé€", 2), "éé...");
+        assert_eq!(clip_chars("", 0), "");
+        assert!(matches!(clip_chars("ab", 5), std::borrow::Cow::Borrowed(_)));
+    }
 
     #[test]
     fn families_from_kinds() {
