@@ -718,7 +718,7 @@ impl<'a> Evaluator<'a> {
         // profile fitted with other strengths is reused, not fitted again
         let wanted = without_strengths(&serde_json::to_value(params).expect("params serialise"));
         let fresh = |p: &Profile| {
-            p.params.get("fit").map(without_strengths) == Some(wanted.clone())
+            p.params.get("fit").map(without_strengths).as_ref() == Some(&wanted)
                 && p.params.get("prompt_version") == Some(&serde_json::json!(PROMPT_VERSION))
         };
         if let Some(p) = self.store.load_profile(owner, &identity)?
