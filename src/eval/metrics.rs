@@ -348,7 +348,8 @@ fn rouge_l_tokens(reference: &[String], prediction: &[String]) -> RougeScore {
 ///   "Sci Fi" and "thought provoking" are found. LaMP-1 also takes a lone digit `1` or `2` for `[1]`/`[2]`
 ///   when no bracketed label occurs.
 /// - LaMP-3: the first digit 1-5 that is not part of a longer number ("4 out of 5" gives `4`; "10" gives
-///   nothing; "4.5" gives `4`).
+///   nothing; "4.5" gives `4`). A list number that opens the text ("1. ", "2) ") is skipped when a rating
+///   follows it: small models copy the numbered history block, "1. 5 is the score" gives `5`.
 /// - LaMP-4..7: the text with surrounding whitespace removed.
 ///
 /// The answer comes back in the label list's spelling. When nothing is found the trimmed text comes back,
@@ -356,7 +357,12 @@ fn rouge_l_tokens(reference: &[String], prediction: &[String]) -> RougeScore {
 pub fn extract_answer(task: Task, raw_model_output: &str) -> String {
     let text = raw_model_output.trim();
     let found = match (task, label_set(task)) {
-        (Task::LaMP3, _) => lone_digit(text, b'1'..=b'5'),
+        (Task::LaMP3, _) => {
+            let after_marker = list_marker_len(text).map(|n| &text[n..]);
+            after_marker
+                .and_then(|rest| lone_digit(rest, b'1'..=b'5'))
+                .or_else(|| lone_digit(text, b'1'..=b'5'))
+        }
         (Task::LaMP1, Some(labels)) => first_label(text, labels).or_else(|| {
             lone_digit(text, b'1'..=b'2').map(|d| if d == "1" { "[1]" } else { "[2]" })
         }),
@@ -364,6 +370,16 @@ pub fn extract_answer(task: Task, raw_model_output: &str) -> String {
         (_, None) => None,
     };
     found.unwrap_or(text).to_owned()
+}
+
+/// Length of a list number opening `text`: ASCII digits, then `.` or `)`, then whitespace.
+fn list_marker_len(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    let ok = digits > 0
+        && matches!(b.get(digits), Some(b'.' | b')'))
+        && b.get(digits + 1).is_some_and(|c| c.is_ascii_whitespace());
+    ok.then_some(digits + 1)
 }
 
 /// The first ASCII digit in `range` with no ASCII digit on either side.
@@ -689,6 +705,13 @@ mod tests {
         assert_eq!(x("4.5"), "4");
         assert_eq!(x("zero 0 or six 6"), "zero 0 or six 6");
         assert_eq!(x(" great "), "great");
+        // a list number that opens the answer is not the rating when one follows it
+        assert_eq!(x("1. 5 is the score for"), "5");
+        assert_eq!(x("2) I'd give it 4"), "4");
+        assert_eq!(x("1. 1\n2."), "1");
+        assert_eq!(x("4. Great album"), "4");
+        assert_eq!(x("4.5 stars"), "4");
+        assert_eq!(x("3 stars. 5 songs"), "3");
     }
 
     #[test]
