@@ -297,8 +297,20 @@ fn an_interrupted_fit_resumes_without_regenerating() {
         .query_row("SELECT count(*) FROM pairs", [], |r| r.get(0))
         .unwrap();
     assert!(stored >= 1);
+    // stage 1 was done before the first pair: every item's embedding is in the store
+    let embedded: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM embeddings", [], |r| r.get(0))
+        .unwrap();
+    let items = std::fs::read_to_string(FIXTURE)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count() as i64;
+    assert_eq!(embedded, items);
 
     let report = fit(&db, "g", &[]);
+    assert_eq!(report["embedded"], 0, "{report}");
     // both insights and every stored pair came from the store
     assert!(
         report["reused"].as_u64().unwrap() >= 2 + stored as u64,

@@ -86,7 +86,8 @@ fn assert_same_bits(a: &Profile, b: &Profile) {
 
 // `eval_answers` holds the evaluation's answers to benchmark questions, keyed by run and question id; it
 // references no user (LaMP users live in their own `eval.db` by default)
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
+    "embeddings",
     "eval_answers",
     "group_members",
     "groups",
@@ -730,6 +731,15 @@ fn forget_leaves_no_row_and_no_byte_about_the_user() {
         })
         .collect();
     store.put_pairs(&pkey, &pairs).unwrap();
+    let vectors: Vec<_> = store
+        .history(alice.id)
+        .unwrap()
+        .iter()
+        .chain(&store.history(bob.id).unwrap())
+        .map(|h| (h.id, vec![0.5f32; 8]))
+        .collect();
+    let rows: Vec<_> = vectors.iter().map(|(id, v)| (*id, v.as_slice())).collect();
+    store.put_embeddings("smol/item-mean-v1", &rows).unwrap();
     let m = model("smol", 4, 8);
     store
         .save_profile(&Owner::User(name.clone()), &profile(m.clone(), 0.5))
@@ -754,6 +764,7 @@ fn forget_leaves_no_row_and_no_byte_about_the_user() {
         [
             ("users", 1),
             ("history", 50),
+            ("embeddings", 50),
             ("group_members", 1),
             ("insights", 2),
             ("pairs", 5),
@@ -790,7 +801,11 @@ fn forget_leaves_no_row_and_no_byte_about_the_user() {
         }
     }
     // bob and his group are intact
-    assert_eq!(store.history(bob.id).unwrap().len(), 1);
+    let bobs = store.history(bob.id).unwrap();
+    assert_eq!(bobs.len(), 1);
+    let ids: Vec<_> = vectors.iter().map(|(id, _)| *id).collect();
+    let left = store.embeddings("smol/item-mean-v1", &ids, 8).unwrap();
+    assert_eq!(left.keys().collect::<Vec<_>>(), vec![&bobs[0].id]);
     assert!(
         store
             .load_profile(&Owner::User("bob".into()), &m)

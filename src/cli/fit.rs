@@ -132,6 +132,7 @@ pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
         "  pairs: {} used, {} dropped (identical answers), {} items reused from the store",
         report.pairs, report.dropped_pairs, report.reused
     );
+    println!("  history items embedded: {}", report.embedded);
     let t = &report.tokens;
     println!(
         "  tokens processed: {} ({} history prefix, {} prompt, {} generated, {} captured); without prefix reuse: {}",

@@ -24,9 +24,16 @@ use super::select::{SelectError, select_representative};
 use crate::llm::{CaptureRequest, Context, ContextParams, GenerateOptions, LlmError, Model, Token};
 use crate::steer::{EditPlan, LayerEdit, PlanError};
 use crate::store::{
-    HistoryItem, InsightKey, InsightKind, LayerDirections, ModelIdentity, Owner, Pair, PairKey,
-    Profile, Store, StoreError, User, history_hash, unix_now,
+    HistoryId, HistoryItem, InsightKey, InsightKind, LayerDirections, ModelIdentity, Owner, Pair,
+    PairKey, Profile, Store, StoreError, User, history_hash, unix_now,
 };
+
+/// How stage 1 embeds an item (`input`, newline, `output`; mean-pooled over the model's last layer),
+/// stored with the embedding; change it when that changes.
+const EMBED_METHOD: &str = "item-mean-v1";
+
+/// Items embedded between two writes to the store.
+const EMBED_BATCH: usize = 16;
 
 /// Where the pair queries come from (method.md stage 3, **choice**).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -228,6 +235,8 @@ pub struct FitReport {
     pub dropped_pairs: usize,
     /// Insights and pairs found in the store instead of generated.
     pub reused: usize,
+    /// History items embedded now (stage 1); the others' embeddings came from the store.
+    pub embedded: usize,
     /// Token counts.
     pub tokens: TokenCounts,
     /// Seconds per stage.
@@ -265,14 +274,12 @@ pub struct Personalizer<'a> {
     store: &'a Store,
     ctx: Context<'a>,
     embedder: Option<Context<'a>>,
-    /// Item embeddings already computed (stage 1), by text: a user's material, fit and online fit
-    /// select from the same items, and an embedding costs a forward pass.
-    embeddings: HashMap<String, Vec<f32>>,
     ctx_params: ContextParams,
     interrupt: Option<Arc<AtomicBool>>,
     progress: bool,
     tokens: TokenCounts,
     reused: usize,
+    embedded: usize,
     /// The prefix currently in `ctx`'s KV cache.
     loaded_prefix: Option<Vec<Token>>,
     /// Seconds spent per stage of `prepare` (select, insights, pairs), summed over users.
@@ -297,12 +304,12 @@ impl<'a> Personalizer<'a> {
             store,
             ctx,
             embedder: None,
-            embeddings: HashMap::new(),
             ctx_params,
             interrupt: None,
             progress: true,
             tokens: TokenCounts::default(),
             reused: 0,
+            embedded: 0,
             loaded_prefix: None,
             stage_secs: [0.0; 3],
             prefix_reuse: true,
@@ -424,6 +431,7 @@ impl<'a> Personalizer<'a> {
         let ccs = params.ccs.clone().check()?;
         self.tokens = TokenCounts::default();
         self.reused = 0;
+        self.embedded = 0;
         let mut seconds = Vec::new();
         let n_layer = self.model.n_layer();
         let layers: Vec<usize> = (0..n_layer).collect();
@@ -528,6 +536,7 @@ impl<'a> Personalizer<'a> {
             pairs: usable,
             dropped_pairs: dropped,
             reused: self.reused,
+            embedded: self.embedded,
             tokens: self.tokens,
             seconds,
         })
@@ -636,14 +645,7 @@ impl<'a> Personalizer<'a> {
         let mut chosen: Vec<usize> = if history.len() <= params.k {
             (0..history.len()).collect()
         } else {
-            let bar = self.bar(history.len(), "embed");
-            let mut emb = Vec::with_capacity(history.len());
-            for item in &history {
-                self.check_interrupt()?;
-                emb.push(self.embed(&format!("{}\n{}", item.input, item.output))?);
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
+            let emb = self.item_embeddings(&history)?;
             select_representative(&emb, params.k)?
         };
         chosen.sort_unstable(); // history order
@@ -814,10 +816,57 @@ impl<'a> Personalizer<'a> {
             .collect())
     }
 
-    fn embed(&mut self, text: &str) -> Result<Vec<f32>, PersonalizeError> {
-        if let Some(v) = self.embeddings.get(text) {
-            return Ok(v.clone());
+    /// Stage 1's embedding of every item of `history`, in order: those the store holds for this model,
+    /// the rest computed and stored as they come (every [`EMBED_BATCH`] items, so an interrupted run
+    /// keeps what it did).
+    fn item_embeddings(
+        &mut self,
+        history: &[HistoryItem],
+    ) -> Result<Vec<Vec<f32>>, PersonalizeError> {
+        let method = format!("{}/{EMBED_METHOD}", self.model.fingerprint()?);
+        let ids: Vec<HistoryId> = history.iter().map(|h| h.id).collect();
+        let mut stored = self.store.embeddings(&method, &ids, self.model.n_embd())?;
+        let bar = self.bar(history.len() - stored.len(), "embed");
+        let mut fresh: Vec<(HistoryId, Vec<f32>)> = Vec::new();
+        let mut out = Vec::with_capacity(history.len());
+        for item in history {
+            if let Some(v) = stored.remove(&item.id) {
+                out.push(v);
+                continue;
+            }
+            if let Err(e) = self.check_interrupt() {
+                self.save_embeddings(&method, &mut fresh)?;
+                return Err(e);
+            }
+            let v = self.embed(&format!("{}\n{}", item.input, item.output))?;
+            fresh.push((item.id, v.clone()));
+            self.embedded += 1;
+            out.push(v);
+            bar.inc(1);
+            if fresh.len() >= EMBED_BATCH {
+                self.save_embeddings(&method, &mut fresh)?;
+            }
         }
+        self.save_embeddings(&method, &mut fresh)?;
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    fn save_embeddings(
+        &self,
+        method: &str,
+        fresh: &mut Vec<(HistoryId, Vec<f32>)>,
+    ) -> Result<(), PersonalizeError> {
+        if !fresh.is_empty() {
+            let rows: Vec<(HistoryId, &[f32])> =
+                fresh.iter().map(|(id, v)| (*id, v.as_slice())).collect();
+            self.store.put_embeddings(method, &rows)?;
+            fresh.clear();
+        }
+        Ok(())
+    }
+
+    fn embed(&mut self, text: &str) -> Result<Vec<f32>, PersonalizeError> {
         if self.embedder.is_none() {
             let params = ContextParams {
                 embeddings: true,
@@ -827,9 +876,7 @@ impl<'a> Personalizer<'a> {
             self.embedder = Some(self.model.new_context(&params)?);
         }
         let e = self.embedder.as_mut().expect("created above");
-        let v = e.embed(text)?;
-        self.embeddings.insert(text.to_string(), v.clone());
-        Ok(v)
+        Ok(e.embed(text)?)
     }
 }
 

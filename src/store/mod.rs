@@ -26,6 +26,7 @@ use std::time::Duration;
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+mod embedding;
 mod eval;
 mod export;
 mod group;

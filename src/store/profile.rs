@@ -397,12 +397,12 @@ pub(super) fn insert_profile(
 }
 
 /// A vector as little-endian `f32` bytes.
-fn to_blob(v: &[f32]) -> Vec<u8> {
+pub(super) fn to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// Little-endian `f32` bytes as a vector of `len` values; `None` when the length is wrong.
-fn from_blob(bytes: &[u8], len: usize) -> Option<Vec<f32>> {
+pub(super) fn from_blob(bytes: &[u8], len: usize) -> Option<Vec<f32>> {
     if bytes.len() != len.checked_mul(4)? {
         return None;
     }

@@ -114,6 +114,17 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run, question)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 3: item embeddings (stage 1), so a re-fit embeds only the items added since
+    r#"
+    -- `method` names the model and how the text was embedded; private like the item itself, and
+    -- removed with it
+    CREATE TABLE embeddings (
+        history_id INTEGER NOT NULL REFERENCES history (id) ON DELETE CASCADE,
+        method     TEXT NOT NULL,
+        vector     BLOB NOT NULL, -- little-endian f32
+        PRIMARY KEY (history_id, method)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes: the number of migrations.

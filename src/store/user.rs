@@ -37,6 +37,8 @@ pub struct Forgotten {
     pub users: usize,
     /// Rows of `history`.
     pub history: usize,
+    /// Rows of `embeddings` (of the user's history items).
+    pub embeddings: usize,
     /// Rows of `group_members`.
     pub group_members: usize,
     /// Rows of `insights`.
@@ -51,10 +53,11 @@ pub struct Forgotten {
 
 impl Forgotten {
     /// Rows removed, per table, in a fixed order.
-    pub fn per_table(&self) -> [(&'static str, usize); 7] {
+    pub fn per_table(&self) -> [(&'static str, usize); 8] {
         [
             ("users", self.users),
             ("history", self.history),
+            ("embeddings", self.embeddings),
             ("group_members", self.group_members),
             ("insights", self.insights),
             ("pairs", self.pairs),
@@ -162,8 +165,8 @@ impl Store {
         Ok(users)
     }
 
-    /// Remove every row about a user, in one transaction: their history, insights, pairs, group
-    /// memberships and profiles, and the profiles of every group they were a member of (those were
+    /// Remove every row about a user, in one transaction: their history and its embeddings, insights,
+    /// pairs, group memberships and profiles, and the profiles of every group they were a member of (those were
     /// fitted on their data). Deleted content is overwritten (`secure_delete`) and the write-ahead log is
     /// checkpointed and truncated, so the text does not linger in the files.
     ///
@@ -229,6 +232,10 @@ pub(super) fn forget(conn: &Connection, user: &User) -> rusqlite::Result<Forgott
     )?;
     let forgotten = Forgotten {
         name: user.name.clone(),
+        embeddings: conn.execute(
+            "DELETE FROM embeddings WHERE history_id IN (SELECT id FROM history WHERE user_id = ?1)",
+            [id],
+        )?,
         history: conn.execute("DELETE FROM history WHERE user_id = ?1", [id])?,
         group_members: conn.execute("DELETE FROM group_members WHERE user_id = ?1", [id])?,
         insights: conn.execute("DELETE FROM insights WHERE user_id = ?1", [id])?,
