@@ -56,7 +56,7 @@ pub struct FitFlags {
     /// Pooling of each pair text's MLP outputs.
     #[arg(long, value_enum, default_value_t = Pooling::Mean)]
     pub pooling: Pooling,
-    /// Most pairs per user.
+    /// Most pairs per user whose two answers differ; up to twice as many queries are tried.
     #[arg(long, default_value_t = 12)]
     pub max_queries: usize,
     /// Tokens per generated answer.

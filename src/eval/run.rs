@@ -36,7 +36,8 @@ use super::prompts::history_prompt;
 use crate::llm::{Context, ContextParams, GenerateOptions, LlmError, Model, Token};
 use crate::personalize::prompts::{PROMPT_VERSION, clip_chars, personalised_instruction};
 use crate::personalize::{
-    FitParams, Material, Mode, PersonalizeError, Personalizer, profile_plan, user_prompt,
+    FIT_VERSION, FitParams, Material, Mode, PersonalizeError, Personalizer, profile_plan,
+    user_prompt,
 };
 use crate::steer::EditPlan;
 use crate::store::{EvalAnswer, NewItem, Owner, Profile, Store, StoreError, lamp_item};
@@ -720,6 +721,7 @@ impl<'a> Evaluator<'a> {
         let fresh = |p: &Profile| {
             p.params.get("fit").map(without_strengths).as_ref() == Some(&wanted)
                 && p.params.get("prompt_version") == Some(&serde_json::json!(PROMPT_VERSION))
+                && p.params.get("fit_version") == Some(&serde_json::json!(FIT_VERSION))
         };
         if let Some(p) = self.store.load_profile(owner, &identity)?
             && fresh(&p)

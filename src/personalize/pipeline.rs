@@ -35,6 +35,34 @@ const EMBED_METHOD: &str = "item-mean-v1";
 /// Items embedded between two writes to the store.
 const EMBED_BATCH: usize = 16;
 
+/// The version of the fit's own rules (which queries make pairs, how directions are found), recorded
+/// with each profile: the evaluation refits profiles of another version. 2: queries are tried until
+/// `max_queries` pairs differ.
+pub const FIT_VERSION: u32 = 2;
+
+/// Offline queries tried per wanted pair, at most: a model that answers a query the same way with and
+/// without the insight gives a pair that is dropped, and the next query is tried instead.
+const QUERY_TRIES: usize = 2;
+
+/// Where one offline pair query comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuerySource {
+    /// The i-th history item that stage 1 did not select; the selected items are the history.
+    Unselected(usize),
+    /// The i-th selected item; the other selected items are the history.
+    LeaveOneOut(usize),
+}
+
+/// The offline queries in the order they are tried (method.md stage 3): the unselected items first, then
+/// each selected item left out of the history (when at least one other item remains as history).
+fn query_plan(n_unselected: usize, n_selected: usize) -> Vec<QuerySource> {
+    let leave_one_out = if n_selected >= 2 { n_selected } else { 0 };
+    (0..n_unselected)
+        .map(QuerySource::Unselected)
+        .chain((0..leave_one_out).map(QuerySource::LeaveOneOut))
+        .collect()
+}
+
 /// Where the pair queries come from (method.md stage 3, **choice**).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -112,7 +140,8 @@ pub struct FitParams {
     pub mode: Mode,
     /// Queries added in online mode.
     pub online_queries: Vec<String>,
-    /// Most queries (pairs) per user.
+    /// Most pairs per user whose two answers differ (offline queries are tried until then, at most
+    /// [`QUERY_TRIES`] per wanted pair).
     pub max_queries: usize,
     /// Pooling of each pair text.
     pub pooling: Pooling,
@@ -524,6 +553,7 @@ impl<'a> Personalizer<'a> {
             params: serde_json::json!({
                 "fit": params,
                 "prompt_version": PROMPT_VERSION,
+                "fit_version": FIT_VERSION,
                 "pairs": usable,
                 "members": users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
             }),
@@ -552,27 +582,24 @@ impl<'a> Personalizer<'a> {
 
         // stage 3: queries and pairs; a query is stored as the text the model is shown
         let t = Instant::now();
-        let mut queries: Vec<(Vec<usize>, String)> = Vec::new();
-        for item in rest.iter().take(params.max_queries) {
-            queries.push((all.clone(), prompts::item_query(prep.family, item, labels)));
-        }
-        if queries.len() < 3 {
-            // leave one out: the item is the query, the other selected items the history
-            for i in 0..prep.selected.len() {
-                if queries.len() >= params.max_queries.max(3) {
-                    break;
-                }
-                let hist: Vec<usize> = all.iter().copied().filter(|&j| j != i).collect();
-                if !hist.is_empty() {
-                    let q = prompts::item_query(prep.family, &prep.selected[i], labels);
-                    queries.push((hist, q));
-                }
-            }
-        }
+        let candidates: Vec<(Vec<usize>, String)> = query_plan(rest.len(), prep.selected.len())
+            .into_iter()
+            .map(|source| match source {
+                QuerySource::Unselected(i) => (
+                    all.clone(),
+                    prompts::item_query(prep.family, &rest[i], labels),
+                ),
+                QuerySource::LeaveOneOut(i) => (
+                    all.iter().copied().filter(|&j| j != i).collect(),
+                    prompts::item_query(prep.family, &prep.selected[i], labels),
+                ),
+            })
+            .collect();
+        let mut online_queries: Vec<(Vec<usize>, String)> = Vec::new();
         if params.mode == Mode::Online {
             // requests being answered now are shown as they are
             for q in &params.online_queries {
-                queries.push((all.clone(), q.clone()));
+                online_queries.push((all.clone(), q.clone()));
             }
         }
         let pair_key = PairKey {
@@ -587,37 +614,56 @@ impl<'a> Personalizer<'a> {
             .into_iter()
             .map(|p| (p.query.clone(), p))
             .collect();
-        let bar = self.bar(queries.len(), "pairs");
-        for (hist, query) in queries {
-            if let Some(p) = stored.get(&query) {
-                self.reused += 1;
-                prep.pairs.push((hist, p.clone()));
-                bar.inc(1);
-                continue;
-            }
-            self.check_interrupt()?;
-            let (prefix, personal_suffix) = self.pair_prompt(
-                &prep,
-                &hist,
-                &query,
-                Some(&prompts::personalised_instruction(&insights[0])),
-            )?;
-            self.ensure_prefix(&prefix)?;
-            let personal = self.generate_after(&personal_suffix, params.answer_tokens)?;
-            self.check_interrupt()?;
-            let (_, neutral_suffix) = self.pair_prompt(
-                &prep,
-                &hist,
-                &query,
-                Some(&prompts::neutral_instruction(&insights[1])),
-            )?;
-            let neutral = self.generate_after(&neutral_suffix, params.answer_tokens)?;
-            let pair = Pair {
-                query: query.clone(),
-                personal,
-                neutral,
+        let tries = candidates.len().min(params.max_queries * QUERY_TRIES);
+        let bar = self.bar(tries + online_queries.len(), "pairs");
+        let mut usable = 0;
+        let mut tried = 0;
+        let mut candidates = candidates.into_iter();
+        let mut online = online_queries.into_iter();
+        loop {
+            // offline queries until `max_queries` pairs differ (identical ones teach nothing) or the
+            // tries run out; then every online query
+            let next = if usable < params.max_queries && tried < tries {
+                tried += 1;
+                candidates.next()
+            } else {
+                None
             };
-            self.store.put_pair(&pair_key, &pair)?;
+            let Some((hist, query)) = next.or_else(|| online.next()) else {
+                break;
+            };
+            let pair = if let Some(p) = stored.get(&query) {
+                self.reused += 1;
+                p.clone()
+            } else {
+                self.check_interrupt()?;
+                let (prefix, personal_suffix) = self.pair_prompt(
+                    &prep,
+                    &hist,
+                    &query,
+                    Some(&prompts::personalised_instruction(&insights[0])),
+                )?;
+                self.ensure_prefix(&prefix)?;
+                let personal = self.generate_after(&personal_suffix, params.answer_tokens)?;
+                self.check_interrupt()?;
+                let (_, neutral_suffix) = self.pair_prompt(
+                    &prep,
+                    &hist,
+                    &query,
+                    Some(&prompts::neutral_instruction(&insights[1])),
+                )?;
+                let neutral = self.generate_after(&neutral_suffix, params.answer_tokens)?;
+                let pair = Pair {
+                    query: query.clone(),
+                    personal,
+                    neutral,
+                };
+                self.store.put_pair(&pair_key, &pair)?;
+                pair
+            };
+            if pair.personal.trim() != pair.neutral.trim() {
+                usable += 1;
+            }
             prep.pairs.push((hist, pair));
             bar.inc(1);
         }
@@ -1015,6 +1061,16 @@ pub fn profile_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_come_from_unselected_items_then_leave_one_out() {
+        use QuerySource::{LeaveOneOut as L, Unselected as U};
+        assert_eq!(query_plan(2, 3), vec![U(0), U(1), L(0), L(1), L(2)]);
+        assert_eq!(query_plan(0, 2), vec![L(0), L(1)]);
+        // one selected item cannot be left out: there would be no history
+        assert_eq!(query_plan(3, 1), vec![U(0), U(1), U(2)]);
+        assert_eq!(query_plan(0, 1), vec![]);
+    }
 
     #[test]
     fn cache_keys_follow_the_generation_settings() {
