@@ -485,7 +485,7 @@ impl<'a> Personalizer<'a> {
         for (_, prep) in &prepared {
             for (hist, pair) in &prep.pairs {
                 bar.inc(1);
-                if pair.personal.trim() == pair.neutral.trim() {
+                if !pair.differs() {
                     dropped += 1;
                     continue;
                 }
@@ -617,21 +617,13 @@ impl<'a> Personalizer<'a> {
         let tries = candidates.len().min(params.max_queries * QUERY_TRIES);
         let bar = self.bar(tries + online_queries.len(), "pairs");
         let mut usable = 0;
-        let mut tried = 0;
-        let mut candidates = candidates.into_iter();
-        let mut online = online_queries.into_iter();
-        loop {
-            // offline queries until `max_queries` pairs differ (identical ones teach nothing) or the
-            // tries run out; then every online query
-            let next = if usable < params.max_queries && tried < tries {
-                tried += 1;
-                candidates.next()
-            } else {
-                None
-            };
-            let Some((hist, query)) = next.or_else(|| online.next()) else {
-                break;
-            };
+        let offline = candidates.into_iter().take(tries).map(|q| (q, true));
+        let online = online_queries.into_iter().map(|q| (q, false));
+        for ((hist, query), is_offline) in offline.chain(online) {
+            // offline queries until `max_queries` pairs differ or the tries run out; every online query
+            if is_offline && usable == params.max_queries {
+                continue;
+            }
             let pair = if let Some(p) = stored.get(&query) {
                 self.reused += 1;
                 p.clone()
@@ -654,16 +646,14 @@ impl<'a> Personalizer<'a> {
                 )?;
                 let neutral = self.generate_after(&neutral_suffix, params.answer_tokens)?;
                 let pair = Pair {
-                    query: query.clone(),
+                    query,
                     personal,
                     neutral,
                 };
                 self.store.put_pair(&pair_key, &pair)?;
                 pair
             };
-            if pair.personal.trim() != pair.neutral.trim() {
-                usable += 1;
-            }
+            usable += usize::from(pair.differs());
             prep.pairs.push((hist, pair));
             bar.inc(1);
         }

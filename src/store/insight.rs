@@ -95,6 +95,14 @@ pub struct Pair {
     pub neutral: String,
 }
 
+impl Pair {
+    /// Whether the two answers differ (ignoring surrounding whitespace); a pair whose answers are the
+    /// same teaches the fit nothing and is dropped.
+    pub fn differs(&self) -> bool {
+        self.personal.trim() != self.neutral.trim()
+    }
+}
+
 impl Store {
     /// Store an insight, replacing one with the same key.
     ///
