@@ -357,12 +357,7 @@ fn rouge_l_tokens(reference: &[String], prediction: &[String]) -> RougeScore {
 pub fn extract_answer(task: Task, raw_model_output: &str) -> String {
     let text = raw_model_output.trim();
     let found = match (task, label_set(task)) {
-        (Task::LaMP3, _) => {
-            let after_marker = list_marker_len(text).map(|n| &text[n..]);
-            after_marker
-                .and_then(|rest| lone_digit(rest, b'1'..=b'5'))
-                .or_else(|| lone_digit(text, b'1'..=b'5'))
-        }
+        (Task::LaMP3, _) => first_rating(text),
         (Task::LaMP1, Some(labels)) => first_label(text, labels).or_else(|| {
             lone_digit(text, b'1'..=b'2').map(|d| if d == "1" { "[1]" } else { "[2]" })
         }),
@@ -370,6 +365,15 @@ pub fn extract_answer(task: Task, raw_model_output: &str) -> String {
         (_, None) => None,
     };
     found.unwrap_or(text).to_owned()
+}
+
+/// The 1-5 rating in `text`, as [`extract_answer`] finds it for LaMP-3.
+pub fn first_rating(text: &str) -> Option<&'static str> {
+    let text = text.trim();
+    let after_marker = list_marker_len(text).map(|n| &text[n..]);
+    after_marker
+        .and_then(|rest| lone_digit(rest, b'1'..=b'5'))
+        .or_else(|| lone_digit(text, b'1'..=b'5'))
 }
 
 /// Length of a list number opening `text`: ASCII digits, then `.` or `)`, then whitespace.
@@ -395,8 +399,8 @@ fn lone_digit(text: &str, range: std::ops::RangeInclusive<u8>) -> Option<&'stati
         .map(|i| DIGITS[usize::from(b[i] - b'0')])
 }
 
-/// The label occurring first in `text` (see [`extract_answer`]).
-fn first_label<'l>(text: &str, labels: &[&'l str]) -> Option<&'l str> {
+/// The label of `labels` occurring first in `text`, as [`extract_answer`] finds it for LaMP-1/2.
+pub fn first_label<'l>(text: &str, labels: &[&'l str]) -> Option<&'l str> {
     let mut by_length: Vec<&'l str> = labels.to_vec();
     by_length.sort_by_key(|l| std::cmp::Reverse(l.len()));
     // a label is ASCII, so a match starts on an ASCII byte, which is always a char boundary

@@ -614,6 +614,8 @@ impl<'a> Personalizer<'a> {
             .into_iter()
             .map(|p| (p.query.clone(), p))
             .collect();
+        // both answers start with the same lead (a tag, a rating); only what follows it differs
+        let lead = prompts::answer_lead(prep.family);
         let tries = candidates.len().min(params.max_queries * QUERY_TRIES);
         let bar = self.bar(tries + online_queries.len(), "pairs");
         let mut usable = 0;
@@ -636,7 +638,9 @@ impl<'a> Personalizer<'a> {
                     Some(&prompts::personalised_instruction(&insights[0])),
                 )?;
                 self.ensure_prefix(&prefix)?;
-                let personal = self.generate_after(&personal_suffix, params.answer_tokens)?;
+                let reply =
+                    self.generate_text(&format!("{personal_suffix}{lead}"), params.answer_tokens)?;
+                let personal = prompts::pair_answer(prep.family, labels, &reply);
                 self.check_interrupt()?;
                 let (_, neutral_suffix) = self.pair_prompt(
                     &prep,
@@ -644,7 +648,9 @@ impl<'a> Personalizer<'a> {
                     &query,
                     Some(&prompts::neutral_instruction(&insights[1])),
                 )?;
-                let neutral = self.generate_after(&neutral_suffix, params.answer_tokens)?;
+                let reply =
+                    self.generate_text(&format!("{neutral_suffix}{lead}"), params.answer_tokens)?;
+                let neutral = prompts::pair_answer(prep.family, labels, &reply);
                 let pair = Pair {
                     query,
                     personal,
@@ -728,7 +734,10 @@ impl<'a> Personalizer<'a> {
                 };
                 let (prefix, suffix) = self.split(&prep, &all, &request)?;
                 self.ensure_prefix(&prefix)?;
-                let text = self.generate_after(&suffix, params.insight_tokens)?;
+                // the reply starts with the insight's lead; the model writes the rest
+                let lead = prompts::insight_lead(kind);
+                let rest = self.generate_text(&format!("{suffix}{lead}"), params.insight_tokens)?;
+                let text = prompts::tidy_insight(kind, family, &format!("{lead}{rest}"));
                 self.store.put_insight(&key, &text)?;
                 insights[slot] = text;
             }
@@ -796,7 +805,8 @@ impl<'a> Personalizer<'a> {
         self.loaded_prefix.as_ref().map_or(0, Vec::len)
     }
 
-    fn generate_after(
+    /// Greedy continuation of `suffix` after the loaded prefix, as generated (leading space kept).
+    fn generate_text(
         &mut self,
         suffix: &str,
         max_tokens: usize,
@@ -811,7 +821,7 @@ impl<'a> Personalizer<'a> {
         self.tokens.suffix += tokens.len();
         self.tokens.generated += g.tokens.len();
         self.tokens.prefix_without_reuse += self.prefix_len();
-        Ok(g.text.trim().to_string())
+        Ok(g.text)
     }
 
     /// Pooled MLP outputs (one vector per layer) of `answer` read after the loaded prefix and `query`.

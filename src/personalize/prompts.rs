@@ -7,8 +7,12 @@
 //! (stage 3 reuses its KV cache): `[template start] [history] | [instruction with insight] [query]
 //! [template end]`. [`split_chat`] renders a chat with the model's own template and cuts it at the `|`.
 
-/// Version of the templates below; part of the key of stored insights and pairs.
-pub const PROMPT_VERSION: u32 = 2;
+use crate::store::InsightKind;
+
+/// Version of the templates below; part of the key of stored insights and pairs. 3: insights are
+/// started with their lead and tidied ([`tidy_insight`]); pair answers are kept in the task's output
+/// space ([`pair_answer`]).
+pub const PROMPT_VERSION: u32 = 3;
 
 /// The kind of answer a task wants; each family has its own wording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -116,21 +120,173 @@ pub fn personal_insight_request(family: TaskFamily) -> String {
     };
     format!(
         "From the history above, describe this user's personal characteristics and preferences: {what}. \
-         Write two or three sentences that start with \"This user\"."
+         Write two or three sentences that start with \"{}\".",
+        insight_lead(InsightKind::Personal)
     )
+}
+
+/// What a generic assistant does for a task family, in the words of the neutral insight request.
+fn generic_behaviour(family: TaskFamily) -> &'static str {
+    match family {
+        TaskFamily::Classification => "pick the most common, obvious label for an item",
+        TaskFamily::Rating => "rate an item the way an average customer would",
+        TaskFamily::FreeText => "answer in a plain, standard, impersonal way",
+    }
 }
 
 /// Stage 2, neutral insight: what a generic, impersonal answer looks like.
 pub fn neutral_insight_request(family: TaskFamily) -> String {
-    let what = match family {
-        TaskFamily::Classification => "pick the most common, obvious label for an item",
-        TaskFamily::Rating => "rate an item the way an average customer would",
-        TaskFamily::FreeText => "answer in a plain, standard, impersonal way",
-    };
+    let what = generic_behaviour(family);
     format!(
         "Ignore this user's personal preferences and history entirely. Describe in two or three sentences \
-         how a generic assistant that knows nothing about the user would {what}. Start with \"A generic answer\"."
+         how a generic assistant that knows nothing about the user would {what}. Start with \"{}\".",
+        insight_lead(InsightKind::Neutral)
     )
+}
+
+/// The words each insight opens with, as its request asks. The model's reply is started with them and
+/// the model goes on from there: small models otherwise often carry on with the numbered history list
+/// instead of writing the insight (SmolLM2-135M did so in half of its neutral insights).
+pub fn insight_lead(kind: InsightKind) -> &'static str {
+    match kind {
+        InsightKind::Personal => "This user",
+        InsightKind::Neutral => "A generic answer",
+    }
+}
+
+/// Labels of the history block ([`history_block`]); an insight that writes one has gone back to
+/// copying the history.
+const BLOCK_LABELS: [&str; 8] = [
+    "Here is what this user did before",
+    "Item:",
+    "The user's tag:",
+    "Review:",
+    "The user's rating:",
+    "The user wrote:",
+    "Request:",
+    "The user's answer:",
+];
+
+/// An insight as stored and used: `text` (the lead and the model's continuation) cut where the model
+/// starts copying the history block (one of its labels, or a numbered list item at the start of a line
+/// or after a colon), without repeated sentences, and without an unfinished last sentence when a
+/// finished one comes before it. A neutral insight with nothing left after its lead becomes the generic
+/// behaviour the request described; a personal one keeps what is left, however short.
+pub fn tidy_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String {
+    let text = text.trim();
+    let mut cut = text.len();
+    for label in BLOCK_LABELS {
+        if let Some(i) = text.find(label) {
+            cut = cut.min(i);
+        }
+    }
+    if let Some(i) = list_item_start(text) {
+        cut = cut.min(i);
+    }
+    if let Some(i) = loop_start(text) {
+        cut = cut.min(i);
+    }
+    let lead = insight_lead(kind);
+    if kind == InsightKind::Neutral {
+        // "A generic answer: "A generic answer..." (a personal insight may say "This user" often)
+        if let Some(i) = text.get(lead.len()..).and_then(|rest| rest.find(lead)) {
+            cut = cut.min(lead.len() + i);
+        }
+    }
+    let kept = &text[..cut];
+
+    let mut seen = std::collections::HashSet::new();
+    let mut sentences: Vec<&str> = Vec::new();
+    for s in split_sentences(kept) {
+        if seen.insert(s.to_lowercase()) {
+            sentences.push(s);
+        }
+    }
+    let finished = |s: &str| s.ends_with(['.', '!', '?']);
+    if sentences.len() > 1 && !finished(sentences[sentences.len() - 1]) {
+        sentences.pop();
+    }
+    let tidy = sentences.join(" ");
+
+    let said = tidy.strip_prefix(lead).unwrap_or(&tidy);
+    let words = said
+        .split_whitespace()
+        .filter(|w| w.chars().any(char::is_alphanumeric))
+        .count();
+    if kind == InsightKind::Neutral && words < 3 {
+        return format!("{lead} would {}.", generic_behaviour(family));
+    }
+    tidy
+}
+
+/// Byte offset where `text` starts to loop, as small models do: the third of three equal words in a
+/// row ("classic classic classic" keeps one), or the second occurrence of a run of four words (compared
+/// without case and punctuation).
+fn loop_start(text: &str) -> Option<usize> {
+    let words: Vec<(usize, String)> = text
+        .split_whitespace()
+        .map(|w| {
+            let at = w.as_ptr() as usize - text.as_ptr() as usize;
+            let norm: String = w
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .flat_map(char::to_lowercase)
+                .collect();
+            (at, norm)
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..words.len() {
+        if i >= 2 && words[i].1 == words[i - 1].1 && words[i].1 == words[i - 2].1 {
+            return Some(words[i - 1].0);
+        }
+        if i + 4 <= words.len() {
+            let gram: Vec<&str> = words[i..i + 4].iter().map(|(_, w)| w.as_str()).collect();
+            if !seen.insert(gram) {
+                return Some(words[i].0);
+            }
+        }
+    }
+    None
+}
+
+/// Sentences of `text`: cut after `.`, `!` or `?` followed by white space, trimmed, empty ones dropped.
+fn split_sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if matches!(c, '.' | '!' | '?')
+            && chars.peek().is_some_and(|&(_, next)| next.is_whitespace())
+        {
+            out.push(text[start..=i].trim());
+            start = i + 1;
+        }
+    }
+    out.push(text[start..].trim());
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// Byte offset of the first numbered list item (`12. `) that opens a line or follows a colon.
+fn list_item_start(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if !b.is_ascii_digit() || (i > 0 && bytes[i - 1].is_ascii_digit()) {
+            continue;
+        }
+        let before = text[..i].trim_end_matches([' ', '\t']);
+        let opens = before.is_empty() || before.ends_with('\n') || before.ends_with(':');
+        if !opens {
+            continue;
+        }
+        let digits = bytes[i..].iter().take_while(|d| d.is_ascii_digit()).count();
+        let rest = &bytes[i + digits..];
+        if digits <= 3 && rest.len() >= 2 && rest[0] == b'.' && rest[1].is_ascii_whitespace() {
+            return Some(i);
+        }
+    }
+    None
 }
 
 /// The task wording for one query.
@@ -185,6 +341,63 @@ pub fn item_query(
         );
     }
     query_text(family, &item.input, labels)
+}
+
+/// The words a pair answer is started with, so that a small model answers in the task's output space
+/// (a tag, a rating) instead of describing the item; the same for the personalised and the neutral
+/// answer, so only what follows differs. Free text has none.
+pub fn answer_lead(family: TaskFamily) -> &'static str {
+    match family {
+        TaskFamily::Classification => "Tag:",
+        TaskFamily::Rating => "Rating:",
+        TaskFamily::FreeText => "",
+    }
+}
+
+/// Labels the history block puts before a user's answer; small models often open their answer with one.
+const ANSWER_LABELS: [&str; 4] = [
+    "The user's tag:",
+    "The user's rating:",
+    "The user's answer:",
+    "The user wrote:",
+];
+
+/// One answer of a pair as the fit uses it (stage 3): the answer in the task's output space, or an empty
+/// string when the reply holds none (the pair is then dropped). Small models answer in the history block's format ("The user's tag:
+/// classic"), and a pair "classic" / "The user's tag: classic" differs only in that format; the fit must
+/// see pairs whose answers differ in what they say.
+///
+/// - the reply's opening answer labels are dropped, and it is cut where a block label comes again;
+/// - classification: the label of the task's list found first ([`crate::eval::metrics::first_label`]),
+///   else the reply's first line: a tag in the model's own words ("science fiction") still says which
+///   tag the model chose;
+/// - rating: the 1-5 rating found first ([`crate::eval::metrics::first_rating`]), else nothing;
+/// - free text: the text that is left.
+pub fn pair_answer(family: TaskFamily, labels: Option<&[&str]>, reply: &str) -> String {
+    let mut text = reply.trim();
+    while let Some(rest) = ANSWER_LABELS
+        .iter()
+        .find_map(|l| text.strip_prefix(l))
+        .map(str::trim_start)
+    {
+        text = rest;
+    }
+    let cut = BLOCK_LABELS
+        .iter()
+        .filter_map(|l| text.find(l))
+        .min()
+        .unwrap_or(text.len());
+    let text = text[..cut].trim();
+    let first_line = || text.lines().next().unwrap_or("").trim().to_string();
+    match family {
+        TaskFamily::Classification => labels
+            .and_then(|labels| crate::eval::metrics::first_label(text, labels))
+            .map_or_else(first_line, str::to_string),
+        TaskFamily::Rating => crate::eval::metrics::first_rating(text)
+            .unwrap_or_default()
+            .to_string(),
+        TaskFamily::FreeText => text.to_string(),
+    }
 }
 
 /// Stage 3: the instruction before the query for the personalised answer.
@@ -265,6 +478,175 @@ mod tests {
         assert!(b.contains("2. Item: "));
         assert!(b.contains("..."));
         assert!(!b.contains(&long));
+    }
+
+    #[test]
+    fn tidy_insight_cuts_history_echoes() {
+        use InsightKind::{Neutral, Personal};
+        let c = TaskFamily::Classification;
+        // the model went back to the history list (SmolLM2-135M, LaMP-2)
+        assert_eq!(
+            tidy_insight(
+                Personal,
+                c,
+                "This user likes the following items: 1. Three people in Mexico City are..."
+            ),
+            "This user likes the following items:"
+        );
+        assert_eq!(
+            tidy_insight(
+                Personal,
+                c,
+                "This user likes comedy. They tag films quickly.\n11. Item: A story"
+            ),
+            "This user likes comedy. They tag films quickly."
+        );
+        // nothing left after the lead: the neutral insight falls back to the requested behaviour
+        assert_eq!(
+            tidy_insight(
+                Neutral,
+                c,
+                "A generic answer: \"The user's tag: classic  A generic answer: \"The user's tag:"
+            ),
+            "A generic answer would pick the most common, obvious label for an item."
+        );
+        assert_eq!(
+            tidy_insight(Neutral, TaskFamily::Rating, "A generic answer"),
+            "A generic answer would rate an item the way an average customer would."
+        );
+        // a personal insight keeps what is left, however short
+        assert_eq!(tidy_insight(Personal, c, "This user Item: x"), "This user");
+    }
+
+    #[test]
+    fn tidy_insight_cuts_loops() {
+        use InsightKind::{Neutral, Personal};
+        let c = TaskFamily::Classification;
+        assert_eq!(
+            tidy_insight(
+                Personal,
+                c,
+                "This user is a classic classic classic classic classic"
+            ),
+            "This user is a classic"
+        );
+        // a run of four words again: the unfinished rest goes too
+        assert_eq!(
+            tidy_insight(
+                Personal,
+                c,
+                "This user has a knack for weaving tales. They are skilled and have a knack for weaving"
+            ),
+            "This user has a knack for weaving tales."
+        );
+        // the neutral lead again, and nothing said before it
+        assert_eq!(
+            tidy_insight(Neutral, c, "A generic answer: \"A generic answer\""),
+            "A generic answer would pick the most common, obvious label for an item."
+        );
+        // "This user" again is how personal insights go on
+        assert_eq!(
+            tidy_insight(
+                Personal,
+                c,
+                "This user likes noir. This user rarely tags comedies."
+            ),
+            "This user likes noir. This user rarely tags comedies."
+        );
+    }
+
+    #[test]
+    fn loops_start_where_words_repeat() {
+        assert_eq!(loop_start("a b c d"), None);
+        assert_eq!(loop_start("very very good"), None);
+        assert_eq!(loop_start("x y y y"), Some(4));
+        assert_eq!(
+            loop_start("one two three four, One Two three four"),
+            Some(20)
+        );
+        assert_eq!(loop_start(""), None);
+    }
+
+    #[test]
+    fn tidy_insight_drops_repeats_and_an_unfinished_end() {
+        use InsightKind::Personal;
+        let f = TaskFamily::FreeText;
+        assert_eq!(
+            tidy_insight(
+                Personal,
+                f,
+                "This user is sarcastic. They like jazz. this user is sarcastic. They are also a"
+            ),
+            "This user is sarcastic. They like jazz."
+        );
+        // one unfinished sentence is all there is: kept
+        assert_eq!(
+            tidy_insight(Personal, f, "This user writes short angry"),
+            "This user writes short angry"
+        );
+        // numbers inside a sentence are not list items
+        assert_eq!(
+            tidy_insight(Personal, f, "This user gives 4. Sometimes 5. Rarely 1."),
+            "This user gives 4. Sometimes 5. Rarely 1."
+        );
+        assert_eq!(
+            tidy_insight(Personal, f, "  This user rates high.  "),
+            "This user rates high."
+        );
+    }
+
+    #[test]
+    fn list_items_open_lines_or_follow_colons() {
+        assert_eq!(list_item_start("1. a"), Some(0));
+        assert_eq!(list_item_start("x\n  12. a"), Some(4));
+        assert_eq!(list_item_start("items: 3. a"), Some(7));
+        assert_eq!(list_item_start("rated 3. a"), None);
+        assert_eq!(list_item_start("1.5 stars"), None);
+        assert_eq!(list_item_start("x\n1234. a"), None);
+        assert_eq!(list_item_start("é: 2. ü"), Some(4));
+    }
+
+    #[test]
+    fn pair_answers_in_the_output_space() {
+        let labels: &[&str] = &["classic", "based on a book", "sci-fi", "comedy"];
+        let c = TaskFamily::Classification;
+        // the block's format is not part of the answer
+        assert_eq!(pair_answer(c, Some(labels), "classic"), "classic");
+        assert_eq!(
+            pair_answer(c, Some(labels), "The user's tag: classic"),
+            "classic"
+        );
+        assert_eq!(
+            pair_answer(
+                c,
+                Some(labels),
+                "The user's tag: based on a book  The user's tag: based on a "
+            ),
+            "based on a book"
+        );
+        // no label of the list: the first line, in the model's words; a label after the echo starts
+        // is not this reply's answer
+        assert_eq!(
+            pair_answer(c, Some(labels), " science fiction\nIt is set in space."),
+            "science fiction"
+        );
+        assert_eq!(
+            pair_answer(c, Some(labels), "The Matrix. Item: a comedy"),
+            "The Matrix."
+        );
+        assert_eq!(pair_answer(c, Some(labels), "The user's tag:\n"), "");
+        // a classification task without a fixed list keeps the first line
+        assert_eq!(pair_answer(c, None, "The user's tag:  noir\nnoir"), "noir");
+        let r = TaskFamily::Rating;
+        assert_eq!(pair_answer(r, None, "The user's rating: 4"), "4");
+        assert_eq!(pair_answer(r, None, "1. 5 is the score"), "5");
+        assert_eq!(pair_answer(r, None, "Great album!"), "");
+        let f = TaskFamily::FreeText;
+        assert_eq!(
+            pair_answer(f, None, "The user wrote: late again, thanks a lot"),
+            "late again, thanks a lot"
+        );
+        assert_eq!(pair_answer(f, None, "   "), "");
     }
 
     #[test]

@@ -96,10 +96,11 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// Whether the two answers differ (ignoring surrounding whitespace); a pair whose answers are the
-    /// same teaches the fit nothing and is dropped.
+    /// Whether the pair can teach the fit something: both answers non-empty and different (ignoring
+    /// surrounding whitespace). Other pairs are dropped.
     pub fn differs(&self) -> bool {
-        self.personal.trim() != self.neutral.trim()
+        let (p, n) = (self.personal.trim(), self.neutral.trim());
+        !p.is_empty() && !n.is_empty() && p != n
     }
 }
 
@@ -239,4 +240,27 @@ pub(super) fn put_pair(
         created
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pair;
+
+    fn pair(personal: &str, neutral: &str) -> Pair {
+        Pair {
+            query: "q".into(),
+            personal: personal.into(),
+            neutral: neutral.into(),
+        }
+    }
+
+    #[test]
+    fn a_pair_needs_two_different_answers() {
+        assert!(pair("classic", "comedy").differs());
+        assert!(!pair("classic", " classic\n").differs());
+        // an empty answer (the reply held none in the task's output space) teaches nothing
+        assert!(!pair("", "comedy").differs());
+        assert!(!pair("classic", "  ").differs());
+        assert!(!pair("", "").differs());
+    }
 }
