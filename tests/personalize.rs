@@ -13,11 +13,12 @@ const FIXTURE: &str = concat!(
 );
 
 /// Small but real settings, so that the suite stays fast on 2 cores.
+const INSIGHT_TOKENS: &str = "32";
 const FAST: &[&str] = &[
     "--answer-tokens",
     "16",
     "--insight-tokens",
-    "32",
+    INSIGHT_TOKENS,
     "--max-queries",
     "4",
 ];
@@ -209,13 +210,28 @@ fn the_cache_serves_only_the_same_generation_settings() {
     // longer answers: the insights are reused, the pairs are written anew
     let longer = fit(&db, "g", &["--answer-tokens", "20"]);
     assert_eq!(longer["reused"], 2, "{longer}");
-    // longer insights: nothing is reused
+    // longer insights: both are written anew (they are keyed by their length); pairs are keyed by the
+    // insights' text, so they are reused exactly when the tidied insights came out the same
     let wordier = fit(
         &db,
         "g",
         &["--insight-tokens", "40", "--ccs-normalize", "false"],
     );
-    assert_eq!(wordier["reused"], 0, "{wordier}");
+    let insights = |tokens: &str| -> Vec<String> {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT text FROM insights WHERE history_hash LIKE ?1 ORDER BY kind")
+            .unwrap();
+        stmt.query_map([format!("%/insight_tokens={tokens}")], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let (short, long) = (insights(INSIGHT_TOKENS), insights("40"));
+    assert_eq!((short.len(), long.len()), (2, 2));
+    let pairs = wordier["pairs"].as_u64().unwrap() + wordier["dropped_pairs"].as_u64().unwrap();
+    let expected = if short == long { pairs } else { 0 };
+    assert_eq!(wordier["reused"].as_u64().unwrap(), expected, "{wordier}");
     // the CCS choices are recorded with the profile
     let profile = Store::open(&db)
         .unwrap()
