@@ -195,7 +195,7 @@ pub enum PersonalizeError {
     #[error("group `{0}` has no members")]
     EmptyGroup(String),
     #[error(
-        "only {got} usable pairs for `{owner}` (pairs whose two answers are identical are dropped); at least 2 are needed"
+        "only {got} usable pairs for `{owner}` (pairs whose two answers are identical or empty are dropped); at least 2 are needed"
     )]
     TooFewPairs { owner: String, got: usize },
     #[error("invalid fit parameters: {0}")]
@@ -214,7 +214,9 @@ impl PersonalizeError {
                 "add items with `chameleon history add --user {u} ...` or `chameleon history import --user {u} FILE`"
             )),
             PersonalizeError::TooFewPairs { .. } => Some(
-                "add more history items, or raise `--answer-tokens` so answers can differ".into(),
+                "add more history items (each unselected item is a query), raise `--max-queries`, or use a \
+                 larger model: small models often give the same answer whatever they are told about the user"
+                    .into(),
             ),
             PersonalizeError::EmptyGroup(g) => Some(format!(
                 "add members with `chameleon group add {g} USER...`"
