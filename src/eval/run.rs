@@ -546,15 +546,14 @@ impl<'a> Evaluator<'a> {
                 let plan = profile
                     .map(|p| profile_plan(p, alpha, beta).map(Arc::new))
                     .transpose()?;
-                let profile_params = match method {
-                    Method::Chameleon | Method::POnly | Method::NOnly => {
-                        user_profile.as_ref().map(|p| &p.params)
-                    }
-                    Method::ChameleonOnline => online_profile.as_ref().map(|p| &p.params),
-                    Method::ChameleonGroup => group_profile.as_ref().map(|p| &p.params),
+                let profile_id = match method {
+                    Method::Chameleon | Method::POnly | Method::NOnly => user_profile.as_ref(),
+                    Method::ChameleonOnline => online_profile.as_ref(),
+                    Method::ChameleonGroup => group_profile.as_ref(),
                     _ => None,
-                };
-                let run = run_key(&common, method, profile_params);
+                }
+                .map(profile_identity);
+                let run = run_key(&common, method, profile_id.as_ref());
                 for &qi in &user.questions {
                     self.check_interrupt()?;
                     let q = &set.questions[qi];
@@ -843,6 +842,25 @@ fn run_key(
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What decides a profile's answers: its parameters and a digest of the edit it applies (the selected
+/// layers and their directions), so that a profile fitted again with other results never serves the
+/// answers of the old one, and one fitted again with the same results still does.
+fn profile_identity(p: &Profile) -> serde_json::Value {
+    let mut h = Sha256::new();
+    for l in p
+        .layers
+        .iter()
+        .filter(|l| p.selected_layers.contains(&l.layer))
+    {
+        h.update((l.layer as u64).to_le_bytes());
+        for x in l.p.iter().chain(&l.n) {
+            h.update(x.to_le_bytes());
+        }
+    }
+    let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    serde_json::json!({ "params": p.params, "edit": digest })
+}
+
 /// Answers LaMP scores as wrong for their form: outside the label list, or not a 1-5 rating.
 fn invalid_answers(task: Task, answers: &[&str]) -> Option<usize> {
     match (task.kind(), label_set(task)) {
@@ -919,6 +937,37 @@ mod tests {
         );
         assert_eq!(invalid_answers(Task::LaMP3, &["5", "five", "0"]), Some(2));
         assert_eq!(invalid_answers(Task::LaMP7, &["anything"]), None);
+    }
+
+    #[test]
+    fn a_profile_is_identified_by_its_params_and_its_edit() {
+        use crate::store::{LayerDirections, ModelIdentity};
+        let layer = |layer, x: f32| LayerDirections {
+            layer,
+            p: vec![x, 0.0],
+            n: vec![0.0, 1.0],
+            ccs_loss: 0.1,
+        };
+        let profile = |selected: f32, other: f32, created| Profile {
+            model: ModelIdentity {
+                fingerprint: "f".into(),
+                n_layer: 2,
+                hidden: 2,
+            },
+            selected_layers: vec![0],
+            layers: vec![layer(0, selected), layer(1, other)],
+            params: serde_json::json!({"fit": 1}),
+            created,
+        };
+        let a = profile_identity(&profile(1.0, 1.0, 5));
+        // fitted again with the same result, or differing only in a layer it does not edit: same answers
+        assert_eq!(a, profile_identity(&profile(1.0, 1.0, 9)));
+        assert_eq!(a, profile_identity(&profile(1.0, -1.0, 5)));
+        // another edit: its own answers
+        assert_ne!(a, profile_identity(&profile(-1.0, 1.0, 5)));
+        let mut other_params = profile(1.0, 1.0, 5);
+        other_params.params = serde_json::json!({"fit": 2});
+        assert_ne!(a, profile_identity(&other_params));
     }
 
     #[test]
