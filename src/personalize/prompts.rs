@@ -66,34 +66,50 @@ pub fn clip_chars(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+// The history block's labels, shared with the rules that spot a model copying the block
+// ([`tidy_insight`], [`pair_answer`]).
+const HEADER: &str = "Here is what this user did before";
+const ITEM: &str = "Item:";
+const TAG: &str = "The user's tag:";
+const REVIEW: &str = "Review:";
+const RATING: &str = "The user's rating:";
+const WROTE: &str = "The user wrote:";
+const REQUEST: &str = "Request:";
+const ANSWER: &str = "The user's answer:";
+
+/// Every label of the history block; an insight that writes one has gone back to copying the history.
+const BLOCK_LABELS: [&str; 8] = [HEADER, ITEM, TAG, REVIEW, RATING, WROTE, REQUEST, ANSWER];
+
+/// The labels the history block puts before a user's answer; small models often open their answer
+/// with one.
+const ANSWER_LABELS: [&str; 4] = [TAG, RATING, ANSWER, WROTE];
+
 /// The history block: the selected items, numbered.
 pub fn history_block(family: TaskFamily, items: &[Item<'_>]) -> String {
-    let mut s = String::from("Here is what this user did before:\n");
+    let mut s = format!("{HEADER}:\n");
     for (i, it) in items.iter().enumerate() {
+        let n = i + 1;
         let line = match family {
             TaskFamily::Classification => {
                 format!(
-                    "{}. Item: {}\n   The user's tag: {}\n",
-                    i + 1,
+                    "{n}. {ITEM} {}\n   {TAG} {}\n",
                     clip(it.input),
                     clip(it.output)
                 )
             }
             TaskFamily::Rating => {
                 format!(
-                    "{}. Review: {}\n   The user's rating: {}\n",
-                    i + 1,
+                    "{n}. {REVIEW} {}\n   {RATING} {}\n",
                     clip(it.input),
                     clip(it.output)
                 )
             }
             TaskFamily::FreeText => {
                 if it.input.trim().is_empty() || it.input.trim() == it.output.trim() {
-                    format!("{}. The user wrote: {}\n", i + 1, clip(it.output))
+                    format!("{n}. {WROTE} {}\n", clip(it.output))
                 } else {
                     format!(
-                        "{}. Request: {}\n   The user's answer: {}\n",
-                        i + 1,
+                        "{n}. {REQUEST} {}\n   {ANSWER} {}\n",
                         clip(it.input),
                         clip(it.output)
                     )
@@ -153,19 +169,6 @@ pub fn insight_lead(kind: InsightKind) -> &'static str {
         InsightKind::Neutral => "A generic answer",
     }
 }
-
-/// Labels of the history block ([`history_block`]); an insight that writes one has gone back to
-/// copying the history.
-const BLOCK_LABELS: [&str; 8] = [
-    "Here is what this user did before",
-    "Item:",
-    "The user's tag:",
-    "Review:",
-    "The user's rating:",
-    "The user wrote:",
-    "Request:",
-    "The user's answer:",
-];
 
 /// An insight as stored and used: `text` (the lead and the model's continuation) cut where the model
 /// starts copying the history block (one of its labels, or a numbered list item at the start of a line
@@ -353,14 +356,6 @@ pub fn answer_lead(family: TaskFamily) -> &'static str {
         TaskFamily::FreeText => "",
     }
 }
-
-/// Labels the history block puts before a user's answer; small models often open their answer with one.
-const ANSWER_LABELS: [&str; 4] = [
-    "The user's tag:",
-    "The user's rating:",
-    "The user's answer:",
-    "The user wrote:",
-];
 
 /// One answer of a pair as the fit uses it (stage 3): the answer in the task's output space, or an empty
 /// string when the reply holds none (the pair is then dropped). Small models answer in the history block's format ("The user's tag:
