@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""What the stored LaMP-2 pairs and insights of one prompt version hold (README, Findings).
+
+usage: scripts/pair_counts.py DB VERSION
+
+Pairs: how many have two different replies, and of those how many give the same tag once the history
+block's format is removed (mirrors `prompts::pair_answer`), how many hold two tags of the list.
+Insights: how many hold a history label or a list number, how many do not start as asked, how many
+neutral ones are the fallback sentence.
+"""
+import re
+import sqlite3
+import sys
+
+LABELS = ["sci-fi", "based on a book", "comedy", "action", "twist ending", "dystopia", "dark comedy",
+          "classic", "psychology", "fantasy", "romance", "thought-provoking", "social commentary",
+          "violence", "true story"]
+ANSWER = ["The user's tag:", "The user's rating:", "The user's answer:", "The user wrote:"]
+BLOCK = ["Here is what this user did before", "Item:", "Review:", "Request:"] + ANSWER
+ECHO = re.compile(r"(Item:|Review:|The user's tag:|The user's rating:|The user wrote:|Request:|(^|\s)\d+\.\s)")
+
+
+def label_pattern(label):
+    body = "[ _-]+".join(re.escape(w) for w in re.split(r"[ -]", label))
+    return re.compile(r"(?<![A-Za-z0-9])" + body + r"(?![A-Za-z0-9])", re.I)
+
+
+PATTERNS = sorted(((l, label_pattern(l)) for l in LABELS), key=lambda x: -len(x[0]))
+
+
+def first_label(text):
+    found = [(m.start(), -len(l), l) for l, p in PATTERNS if (m := p.search(text))]
+    return min(found)[2] if found else None
+
+
+def answer(reply):
+    t = reply.strip()
+    while any(t.startswith(a) for a in ANSWER):
+        t = t[len(next(a for a in ANSWER if t.startswith(a))):].lstrip()
+    t = t[:min([t.find(b) for b in BLOCK if b in t] + [len(t)])].strip()
+    return first_label(t) or (t.splitlines()[0].strip() if t else "")
+
+
+def main():
+    db, version = sys.argv[1], int(sys.argv[2])
+    c = sqlite3.connect(db)
+    rows = c.execute("SELECT personal, neutral FROM pairs WHERE prompt_version = ? "
+                     "AND query LIKE 'Which one of these tags%'", (version,)).fetchall()
+    differ = [(answer(p), answer(n)) for p, n in rows if p.strip() != n.strip()]
+    same = sum(a == b and a != "" for a, b in differ)
+    empty = sum(a == "" or b == "" for a, b in differ)
+    tags = sum(a in LABELS and b in LABELS and a != b for a, b in differ)
+    print(f"LaMP-2 pairs {len(rows)}; replies differ {len(differ)}: same tag after the format {same}, "
+          f"an empty answer {empty}, two different tags of the list {tags}")
+    for kind, lead in [("personal", "This user"), ("neutral", "A generic answer")]:
+        texts = [t for (t,) in c.execute("SELECT text FROM insights WHERE prompt_version = ? AND kind = ?",
+                                          (version, kind))]
+        echo = sum(bool(ECHO.search(t)) for t in texts)
+        unasked = sum(not t.strip().startswith(lead) for t in texts)
+        fallback = sum(t.startswith("A generic answer would ") for t in texts)
+        opening = sum(t.strip().endswith(":") for t in texts)
+        print(f"{kind} insights {len(texts)}: history label or list number {echo}, "
+              f"not starting as asked {unasked}, fallback sentence {fallback}, only an opening ending in ':' {opening}")
+
+
+if __name__ == "__main__":
+    main()
