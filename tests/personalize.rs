@@ -353,6 +353,76 @@ fn no_history_and_short_history() {
 }
 
 #[test]
+fn reasoned_pairs_give_the_answer_then_the_reason_and_are_cached_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let lamp = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/lamp/tiny_lamp2/dev_questions.json"
+    );
+    ok(store_cmd(&db, &["user", "add", "ada"]));
+    ok(store_cmd(
+        &db,
+        &[
+            "history",
+            "import",
+            "--user",
+            "ada",
+            "--lamp-user-id",
+            "u-ada",
+            lamp,
+        ],
+    ));
+    let reasoned = fit(&db, "ada", &["--k", "2", "--pair-answers", "reasoned"]);
+    assert!(reasoned["pairs"].as_u64().unwrap() >= 2, "{reasoned}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(String, String, String)> = conn
+        .prepare("SELECT history_hash, personal, neutral FROM pairs")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!rows.is_empty());
+    let mut with_reason = 0;
+    for (key, personal, neutral) in &rows {
+        assert!(key.contains("/answers=reasoned/"), "{key}");
+        for answer in [personal, neutral] {
+            // one line: the answer (a tag) and, when the model gave one, its reason
+            assert!(!answer.contains('\n'), "{answer:?}");
+            if let Some((tag, reason)) = answer.split_once(", because ") {
+                assert!(
+                    !tag.trim().is_empty() && !reason.trim().is_empty(),
+                    "{answer:?}"
+                );
+                with_reason += 1;
+            }
+        }
+    }
+    assert!(with_reason > 0, "no answer holds a reason: {rows:?}");
+    // label answers are other pairs: the insights are reused, every pair is written anew (under its
+    // own key; the model may well give the same tag twice, and then too few pairs differ to fit)
+    let mut args = vec!["fit", "--user", "ada", "--json", "--k", "2"];
+    args.extend_from_slice(FAST);
+    let out = run(&db, &args);
+    if out.status.success() {
+        let label: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(label["reused"], 2, "{label}");
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("usable pairs"), "{stderr}");
+    }
+    let label_pairs: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM pairs WHERE history_hash NOT LIKE '%/answers=reasoned/%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(label_pairs > 0);
+}
+
+#[test]
 fn a_group_profile_pools_members_and_serves_anyone() {
     let dir = tempfile::tempdir().unwrap();
     let db = user_with_history(dir.path(), "gardener", None);

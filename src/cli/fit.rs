@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::{Global, ModelArgs};
-use crate::personalize::{FitParams, LayerChoice, Mode, Personalizer, Pooling};
+use crate::personalize::{FitParams, LayerChoice, Mode, PairAnswers, Personalizer, Pooling};
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -62,6 +62,10 @@ pub struct FitFlags {
     /// Tokens per generated answer.
     #[arg(long, default_value_t = 48)]
     pub answer_tokens: usize,
+    /// What each answer of a pair holds: the answer only (a tag, a rating), or the answer and the
+    /// model's one-sentence reason for it.
+    #[arg(long, value_enum, default_value_t = PairAnswers::Label)]
+    pub pair_answers: PairAnswers,
     /// Tokens per generated insight.
     #[arg(long, default_value_t = 96)]
     pub insight_tokens: usize,
@@ -86,6 +90,7 @@ impl FitFlags {
             alpha: self.alpha,
             beta: self.beta,
             answer_tokens: self.answer_tokens,
+            pair_answers: self.pair_answers,
             insight_tokens: self.insight_tokens,
             ..FitParams::default()
         };

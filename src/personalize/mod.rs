@@ -5,6 +5,6 @@ pub mod prompts;
 pub mod select;
 
 pub use pipeline::{
-    FIT_VERSION, FitParams, FitReport, LayerChoice, Material, Mode, PersonalizeError, Personalizer,
-    Pooling, TokenCounts, profile_plan, user_prompt,
+    FIT_VERSION, FitParams, FitReport, LayerChoice, Material, Mode, PairAnswers, PersonalizeError,
+    Personalizer, Pooling, TokenCounts, profile_plan, user_prompt,
 };

@@ -83,6 +83,26 @@ pub enum Pooling {
     Last,
 }
 
+/// What each answer of a pair holds (method.md stage 3, **choice**).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairAnswers {
+    /// The answer in the task's output space only: a tag, a rating (free text: the text).
+    #[default]
+    Label,
+    /// The answer, then the model's one-sentence reason for it, written under the same instruction
+    /// ("comedy, because ..."). A model often picks the same tag whether it is told about the user or not
+    /// (SmolLM2-135M and Qwen2.5-Coder-1.5B mostly do), which leaves no pair; the reasons still differ in
+    /// what they say about the user. Free text is answered as with `label`.
+    Reasoned,
+}
+
+impl PairAnswers {
+    fn is_label(&self) -> bool {
+        *self == PairAnswers::Label
+    }
+}
+
 /// Which layers to edit (method.md stage 5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -153,8 +173,12 @@ pub struct FitParams {
     pub beta: f32,
     /// Tokens per insight.
     pub insight_tokens: usize,
-    /// Tokens per pair answer.
+    /// Tokens per pair answer (and per reason, with [`PairAnswers::Reasoned`]).
     pub answer_tokens: usize,
+    /// What each answer of a pair holds. Left out of the recorded parameters when it is the default, so
+    /// profiles fitted before it existed still match their parameters.
+    #[serde(default, skip_serializing_if = "PairAnswers::is_label")]
+    pub pair_answers: PairAnswers,
     /// CCS settings; its seed is the fit's seed.
     pub ccs: CcsParams,
 }
@@ -172,6 +196,7 @@ impl Default for FitParams {
             beta: 1.0,
             insight_tokens: 96,
             answer_tokens: 48,
+            pair_answers: PairAnswers::Label,
             ccs: CcsParams::default(),
         }
     }
@@ -608,7 +633,12 @@ impl<'a> Personalizer<'a> {
             user: user.id,
             fingerprint,
             prompt_version: PROMPT_VERSION,
-            history_hash: pair_cache_key(&hash, params.answer_tokens, &insights),
+            history_hash: pair_cache_key(
+                &hash,
+                params.answer_tokens,
+                params.pair_answers,
+                &insights,
+            ),
         };
         let stored: HashMap<String, Pair> = self
             .store
@@ -616,8 +646,6 @@ impl<'a> Personalizer<'a> {
             .into_iter()
             .map(|p| (p.query.clone(), p))
             .collect();
-        // both answers start with the same lead (a tag, a rating); only what follows it differs
-        let lead = prompts::answer_lead(prep.family);
         let tries = candidates.len().min(params.max_queries * QUERY_TRIES);
         let bar = self.bar(tries + online_queries.len(), "pairs");
         let mut usable = 0;
@@ -640,9 +668,7 @@ impl<'a> Personalizer<'a> {
                     Some(&prompts::personalised_instruction(&insights[0])),
                 )?;
                 self.ensure_prefix(&prefix)?;
-                let reply =
-                    self.generate_text(&format!("{personal_suffix}{lead}"), params.answer_tokens)?;
-                let personal = prompts::pair_answer(prep.family, labels, &reply);
+                let personal = self.pair_answer(&prep, labels, &personal_suffix, params)?;
                 self.check_interrupt()?;
                 let (_, neutral_suffix) = self.pair_prompt(
                     &prep,
@@ -650,9 +676,7 @@ impl<'a> Personalizer<'a> {
                     &query,
                     Some(&prompts::neutral_instruction(&insights[1])),
                 )?;
-                let reply =
-                    self.generate_text(&format!("{neutral_suffix}{lead}"), params.answer_tokens)?;
-                let neutral = prompts::pair_answer(prep.family, labels, &reply);
+                let neutral = self.pair_answer(&prep, labels, &neutral_suffix, params)?;
                 let pair = Pair {
                     query,
                     personal,
@@ -668,6 +692,30 @@ impl<'a> Personalizer<'a> {
         bar.finish_and_clear();
         self.stage_secs[2] += t.elapsed().as_secs_f64();
         Ok(prep)
+    }
+
+    /// One answer of a pair, after the prompt `suffix` (which holds the instruction and the query). Both
+    /// answers start with the same lead (a tag, a rating), so only what follows it differs; with
+    /// [`PairAnswers::Reasoned`] the model then goes on after "{answer}, because".
+    fn pair_answer(
+        &mut self,
+        prep: &Prepared,
+        labels: Option<&[&str]>,
+        suffix: &str,
+        params: &FitParams,
+    ) -> Result<String, PersonalizeError> {
+        let lead = prompts::answer_lead(prep.family);
+        let reply = self.generate_text(&format!("{suffix}{lead}"), params.answer_tokens)?;
+        let answer = prompts::pair_answer(prep.family, labels, &reply);
+        if params.pair_answers == PairAnswers::Label
+            || prep.family == TaskFamily::FreeText
+            || answer.is_empty()
+        {
+            return Ok(answer);
+        }
+        let so_far = format!("{suffix}{lead} {answer}{}", prompts::REASON_LEAD);
+        let reason = self.generate_text(&so_far, params.answer_tokens)?;
+        Ok(prompts::reasoned_answer(&answer, &reason))
     }
 
     /// Stages 1 and 2 for one user: the prepared material without pairs, the two insights, and the
@@ -964,7 +1012,12 @@ fn insight_cache_key(history_hash: &str, insight_tokens: usize) -> String {
 
 /// The cache key of a user's pairs: what the prompts showed (history, both insights) and how long an
 /// answer may be.
-fn pair_cache_key(history_hash: &str, answer_tokens: usize, insights: &[String; 2]) -> String {
+fn pair_cache_key(
+    history_hash: &str,
+    answer_tokens: usize,
+    answers: PairAnswers,
+    insights: &[String; 2],
+) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for text in insights {
@@ -975,7 +1028,12 @@ fn pair_cache_key(history_hash: &str, answer_tokens: usize, insights: &[String; 
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("{history_hash}/answer_tokens={answer_tokens}/insights={digest}")
+    // label answers keep the key they had before reasons existed, so their stored pairs stay reused
+    let form = match answers {
+        PairAnswers::Label => "",
+        PairAnswers::Reasoned => "/answers=reasoned",
+    };
+    format!("{history_hash}/answer_tokens={answer_tokens}{form}/insights={digest}")
 }
 
 fn check_params(p: &FitParams, n_layer: usize) -> Result<(), PersonalizeError> {
@@ -1079,15 +1137,35 @@ mod tests {
         let ins = ["likes tea".to_string(), "be neutral".to_string()];
         assert_ne!(insight_cache_key("h", 32), insight_cache_key("h", 64));
         assert_ne!(insight_cache_key("h", 32), insight_cache_key("g", 32));
-        let k = pair_cache_key("h", 16, &ins);
-        assert_eq!(k, pair_cache_key("h", 16, &ins));
-        assert_ne!(k, pair_cache_key("h", 24, &ins));
-        assert_ne!(k, pair_cache_key("g", 16, &ins));
+        let label = PairAnswers::Label;
+        let k = pair_cache_key("h", 16, label, &ins);
+        assert_eq!(k, pair_cache_key("h", 16, label, &ins));
+        assert_ne!(k, pair_cache_key("h", 24, label, &ins));
+        assert_ne!(k, pair_cache_key("g", 16, label, &ins));
+        assert_ne!(k, pair_cache_key("h", 16, PairAnswers::Reasoned, &ins));
         let other = ["likes coffee".to_string(), "be neutral".to_string()];
-        assert_ne!(k, pair_cache_key("h", 16, &other));
+        assert_ne!(k, pair_cache_key("h", 16, label, &other));
         // the two insights are kept apart: moving text from one to the other is another key
         let shifted = ["likes tea be".to_string(), "neutral".to_string()];
-        assert_ne!(k, pair_cache_key("h", 16, &shifted));
+        assert_ne!(k, pair_cache_key("h", 16, label, &shifted));
+        // label answers keep the key stores written before reasons existed hold
+        assert!(k.starts_with("h/answer_tokens=16/insights="), "{k}");
+    }
+
+    #[test]
+    fn default_pair_answers_leave_recorded_params_unchanged() {
+        let label = serde_json::to_value(FitParams::default()).unwrap();
+        assert!(label.get("pair_answers").is_none(), "{label}");
+        // parameters recorded before the field existed still read back
+        let back: FitParams = serde_json::from_value(label).unwrap();
+        assert_eq!(back, FitParams::default());
+        let reasoned = FitParams {
+            pair_answers: PairAnswers::Reasoned,
+            ..FitParams::default()
+        };
+        let v = serde_json::to_value(&reasoned).unwrap();
+        assert_eq!(v["pair_answers"], "reasoned");
+        assert_eq!(serde_json::from_value::<FitParams>(v).unwrap(), reasoned);
     }
 
     #[test]

@@ -395,6 +395,35 @@ pub fn pair_answer(family: TaskFamily, labels: Option<&[&str]>, reply: &str) -> 
     }
 }
 
+/// The words between a pair answer and the reason the model gives for it, when pairs carry reasons
+/// ([`crate::personalize::PairAnswers::Reasoned`]): the reply is continued after `"{answer}{REASON_LEAD}"`.
+pub const REASON_LEAD: &str = ", because";
+
+/// The reason the model wrote after [`REASON_LEAD`], as a pair answer keeps it: its first line, cut where
+/// the model copies the history block, its first sentence only. Empty when the model wrote nothing.
+pub fn tidy_reason(text: &str) -> String {
+    let text = text.trim();
+    let line = text.lines().next().unwrap_or("");
+    let cut = BLOCK_LABELS
+        .iter()
+        .filter_map(|l| line.find(l))
+        .min()
+        .unwrap_or(line.len());
+    split_sentences(&line[..cut])
+        .first()
+        .map_or_else(String::new, |s| s.to_string())
+}
+
+/// A pair answer with its reason: `"comedy, because it is light-hearted."`; the answer alone when the
+/// reason is empty, and empty (the pair is dropped) when the answer is.
+pub fn reasoned_answer(answer: &str, reason: &str) -> String {
+    let (answer, reason) = (answer.trim(), tidy_reason(reason));
+    if answer.is_empty() || reason.is_empty() {
+        return answer.to_string();
+    }
+    format!("{answer}{REASON_LEAD} {reason}")
+}
+
 /// Stage 3: the instruction before the query for the personalised answer.
 pub fn personalised_instruction(personal_insight: &str) -> String {
     format!(
@@ -445,6 +474,25 @@ mod tests {
         assert_eq!(clip_chars("ééé€", 2), "éé...");
         assert_eq!(clip_chars("", 0), "");
         assert!(matches!(clip_chars("ab", 5), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn reasons_keep_their_first_sentence() {
+        assert_eq!(
+            tidy_reason(" it is light. And funny.\nItem: x"),
+            "it is light."
+        );
+        assert_eq!(
+            tidy_reason("this user likes heists Item: a film"),
+            "this user likes heists"
+        );
+        assert_eq!(tidy_reason("  \n"), "");
+        assert_eq!(
+            reasoned_answer("comedy", " it is light-hearted. More"),
+            "comedy, because it is light-hearted."
+        );
+        assert_eq!(reasoned_answer("comedy", "\nItem: x"), "comedy");
+        assert_eq!(reasoned_answer(" ", "a reason."), "");
     }
 
     #[test]
