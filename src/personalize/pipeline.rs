@@ -715,7 +715,7 @@ impl<'a> Personalizer<'a> {
         }
         let so_far = format!("{suffix}{lead} {answer}{}", prompts::REASON_LEAD);
         let reason = self.generate_text(&so_far, params.answer_tokens)?;
-        Ok(prompts::reasoned_answer(&answer, &reason))
+        Ok(prompts::reasoned_answer(&answer, &reason, labels))
     }
 
     /// Stages 1 and 2 for one user: the prepared material without pairs, the two insights, and the

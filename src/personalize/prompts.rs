@@ -415,10 +415,19 @@ pub fn tidy_reason(text: &str) -> String {
 }
 
 /// A pair answer with its reason: `"comedy, because it is light-hearted."`; the answer alone when the
-/// reason is empty, and empty (the pair is dropped) when the answer is.
-pub fn reasoned_answer(answer: &str, reason: &str) -> String {
+/// reason is empty or copies the task's label list (three labels or more: SmolLM2 often goes on with
+/// "because it's a book, comedy, action, twist ending, ..."), and empty (the pair is dropped) when the
+/// answer is.
+pub fn reasoned_answer(answer: &str, reason: &str, labels: Option<&[&str]>) -> String {
     let (answer, reason) = (answer.trim(), tidy_reason(reason));
-    if answer.is_empty() || reason.is_empty() {
+    let copies_list = labels.is_some_and(|labels| {
+        let named = labels
+            .iter()
+            .filter(|&l| crate::eval::metrics::first_label(&reason, &[l]).is_some())
+            .count();
+        named >= 3
+    });
+    if answer.is_empty() || reason.is_empty() || copies_list {
         return answer.to_string();
     }
     format!("{answer}{REASON_LEAD} {reason}")
@@ -487,12 +496,27 @@ mod tests {
             "this user likes heists"
         );
         assert_eq!(tidy_reason("  \n"), "");
+        let labels: &[&str] = &["comedy", "action", "dark comedy", "sci-fi"];
         assert_eq!(
-            reasoned_answer("comedy", " it is light-hearted. More"),
+            reasoned_answer("comedy", " it is light-hearted. More", Some(labels)),
             "comedy, because it is light-hearted."
         );
-        assert_eq!(reasoned_answer("comedy", "\nItem: x"), "comedy");
-        assert_eq!(reasoned_answer(" ", "a reason."), "");
+        assert_eq!(
+            reasoned_answer("comedy", "\nItem: x", Some(labels)),
+            "comedy"
+        );
+        assert_eq!(reasoned_answer(" ", "a reason.", Some(labels)), "");
+        // the label list copied is no reason; naming a label or two is
+        let copied = " it's a book, comedy, action, twist ending, sci-fi";
+        assert_eq!(reasoned_answer("sci-fi", copied, Some(labels)), "sci-fi");
+        assert_eq!(
+            reasoned_answer("sci-fi", copied, None),
+            format!("sci-fi, because {}", copied.trim())
+        );
+        assert_eq!(
+            reasoned_answer("comedy", " it is a comedy, not sci-fi.", Some(labels)),
+            "comedy, because it is a comedy, not sci-fi."
+        );
     }
 
     #[test]
