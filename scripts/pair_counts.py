@@ -17,6 +17,10 @@ LABELS = ["sci-fi", "based on a book", "comedy", "action", "twist ending", "dyst
           "violence", "true story"]
 ANSWER = ["The user's tag:", "The user's rating:", "The user's answer:", "The user wrote:"]
 BLOCK = ["Here is what this user did before", "Item:", "Review:", "Request:"] + ANSWER
+# a neutral insight with nothing left after the cut (prompts::generic_behaviour)
+FALLBACKS = {"A generic answer would pick the most common, obvious label for an item.",
+             "A generic answer would rate an item the way an average customer would.",
+             "A generic answer would answer in a plain, standard, impersonal way."}
 ECHO = re.compile(r"(Item:|Review:|The user's tag:|The user's rating:|The user wrote:|Request:|(^|\s)\d+\.\s)")
 
 
@@ -45,19 +49,30 @@ def main():
     db, version = sys.argv[1], int(sys.argv[2])
     c = sqlite3.connect(db)
     rows = c.execute("SELECT personal, neutral FROM pairs WHERE prompt_version = ? "
-                     "AND query LIKE 'Which one of these tags%'", (version,)).fetchall()
+                     "AND query LIKE 'Which one of these tags%' AND history_hash NOT LIKE '%/answers=reasoned/%'",
+                     (version,)).fetchall()
     differ = [(answer(p), answer(n)) for p, n in rows if p.strip() != n.strip()]
     same = sum(a == b and a != "" for a, b in differ)
     empty = sum(a == "" or b == "" for a, b in differ)
     tags = sum(a in LABELS and b in LABELS and a != b for a, b in differ)
     print(f"LaMP-2 pairs {len(rows)}; replies differ {len(differ)}: same tag after the format {same}, "
           f"an empty answer {empty}, two different tags of the list {tags}")
+    reasoned = c.execute("SELECT personal, neutral FROM pairs WHERE prompt_version = ? "
+                         "AND query LIKE 'Which one of these tags%' AND history_hash LIKE '%/answers=reasoned/%'",
+                         (version,)).fetchall()
+    if reasoned:
+        split = [tuple(a.split(", because ", 1) + [""])[:2] for pair in reasoned for a in pair]
+        with_reason = sum(r != "" for _, r in split)
+        differ = [(p, n) for p, n in reasoned if p.strip() and n.strip() and p.strip() != n.strip()]
+        same_tag = sum(p.split(", because ")[0] == n.split(", because ")[0] for p, n in differ)
+        print(f"reasoned LaMP-2 pairs {len(reasoned)}; answers with a reason {with_reason} of {len(split)}; "
+              f"pairs that differ {len(differ)}, of them the same tag with another reason {same_tag}")
     for kind, lead in [("personal", "This user"), ("neutral", "A generic answer")]:
         texts = [t for (t,) in c.execute("SELECT text FROM insights WHERE prompt_version = ? AND kind = ?",
                                           (version, kind))]
         echo = sum(bool(ECHO.search(t)) for t in texts)
         unasked = sum(not t.strip().startswith(lead) for t in texts)
-        fallback = sum(t.startswith("A generic answer would ") for t in texts)
+        fallback = sum(t in FALLBACKS for t in texts)
         opening = sum(t.strip().endswith(":") for t in texts)
         print(f"{kind} insights {len(texts)}: history label or list number {echo}, "
               f"not starting as asked {unasked}, fallback sentence {fallback}, only an opening ending in ':' {opening}")
