@@ -356,24 +356,16 @@ fn no_history_and_short_history() {
 fn reasoned_pairs_give_the_answer_then_the_reason_and_are_cached_apart() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
-    let lamp = concat!(
+    let films = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/lamp/tiny_lamp2/dev_questions.json"
+        "/tests/fixtures/personalize/film_tags.jsonl"
     );
-    ok(store_cmd(&db, &["user", "add", "ada"]));
+    ok(store_cmd(&db, &["user", "add", "ed"]));
     ok(store_cmd(
         &db,
-        &[
-            "history",
-            "import",
-            "--user",
-            "ada",
-            "--lamp-user-id",
-            "u-ada",
-            lamp,
-        ],
+        &["history", "import", "--user", "ed", films],
     ));
-    let reasoned = fit(&db, "ada", &["--k", "2", "--pair-answers", "reasoned"]);
+    let reasoned = fit(&db, "ed", &["--k", "4", "--pair-answers", "reasoned"]);
     assert!(reasoned["pairs"].as_u64().unwrap() >= 2, "{reasoned}");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let rows: Vec<(String, String, String)> = conn
@@ -398,11 +390,17 @@ fn reasoned_pairs_give_the_answer_then_the_reason_and_are_cached_apart() {
                 with_reason += 1;
             }
         }
+        // a pair has reasons on both sides or on neither
+        assert_eq!(
+            personal.contains(", because "),
+            neutral.contains(", because "),
+            "{personal:?} / {neutral:?}"
+        );
     }
     assert!(with_reason > 0, "no answer holds a reason: {rows:?}");
     // label answers are other pairs: the insights are reused, every pair is written anew (under its
     // own key; the model may well give the same tag twice, and then too few pairs differ to fit)
-    let mut args = vec!["fit", "--user", "ada", "--json", "--k", "2"];
+    let mut args = vec!["fit", "--user", "ed", "--json", "--k", "4"];
     args.extend_from_slice(FAST);
     let out = run(&db, &args);
     if out.status.success() {

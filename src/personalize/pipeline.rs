@@ -677,6 +677,10 @@ impl<'a> Personalizer<'a> {
                     Some(&prompts::neutral_instruction(&insights[1])),
                 )?;
                 let neutral = self.pair_answer(&prep, labels, &neutral_suffix, params)?;
+                let (personal, neutral) = match params.pair_answers {
+                    PairAnswers::Label => (personal, neutral),
+                    PairAnswers::Reasoned => prompts::reasoned_pair(personal, neutral),
+                };
                 let pair = Pair {
                     query,
                     personal,

@@ -433,6 +433,21 @@ pub fn reasoned_answer(answer: &str, reason: &str, labels: Option<&[&str]>) -> S
     format!("{answer}{REASON_LEAD} {reason}")
 }
 
+/// The two reasoned answers of a pair as the fit uses them: when only one of them kept a reason, both
+/// are cut to their answers, so that a pair never differs in having a reason rather than in what it
+/// says (SmolLM2's neutral reasons are often the label list copied, which [`reasoned_answer`] drops).
+pub fn reasoned_pair(personal: String, neutral: String) -> (String, String) {
+    let split = |a: &str| {
+        a.split_once(&format!("{REASON_LEAD} "))
+            .map(|(x, _)| x.to_string())
+    };
+    match (split(&personal), split(&neutral)) {
+        (Some(p), None) => (p, neutral),
+        (None, Some(n)) => (personal, n),
+        _ => (personal, neutral),
+    }
+}
+
 /// Stage 3: the instruction before the query for the personalised answer.
 pub fn personalised_instruction(personal_insight: &str) -> String {
     format!(
@@ -516,6 +531,26 @@ mod tests {
         assert_eq!(
             reasoned_answer("comedy", " it is a comedy, not sci-fi.", Some(labels)),
             "comedy, because it is a comedy, not sci-fi."
+        );
+    }
+
+    #[test]
+    fn a_pair_keeps_reasons_only_on_both_sides() {
+        let s = |a: &str, b: &str| reasoned_pair(a.to_string(), b.to_string());
+        let both = s("comedy, because it is fun.", "comedy, because most say so.");
+        assert_eq!(both.0, "comedy, because it is fun.");
+        assert_eq!(both.1, "comedy, because most say so.");
+        assert_eq!(
+            s("comedy, because it is fun.", "comedy"),
+            s("comedy", "comedy")
+        );
+        assert_eq!(
+            s("action", "comedy, because x."),
+            ("action".to_string(), "comedy".to_string())
+        );
+        assert_eq!(
+            s("", "comedy, because x."),
+            (String::new(), "comedy".to_string())
         );
     }
 
