@@ -80,6 +80,16 @@ const ANSWER: &str = "The user's answer:";
 /// Every label of the history block; an insight that writes one has gone back to copying the history.
 const BLOCK_LABELS: [&str; 8] = [HEADER, ITEM, TAG, REVIEW, RATING, WROTE, REQUEST, ANSWER];
 
+/// `text` up to the first label of the history block it holds: where a model went back to copying it.
+fn before_block_label(text: &str) -> &str {
+    let cut = BLOCK_LABELS
+        .iter()
+        .filter_map(|l| text.find(l))
+        .min()
+        .unwrap_or(text.len());
+    &text[..cut]
+}
+
 /// The labels the history block puts before a user's answer; small models often open their answer
 /// with one.
 const ANSWER_LABELS: [&str; 4] = [TAG, RATING, ANSWER, WROTE];
@@ -177,12 +187,7 @@ pub fn insight_lead(kind: InsightKind) -> &'static str {
 /// behaviour the request described; a personal one keeps what is left, however short.
 pub fn tidy_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String {
     let text = text.trim();
-    let mut cut = text.len();
-    for label in BLOCK_LABELS {
-        if let Some(i) = text.find(label) {
-            cut = cut.min(i);
-        }
-    }
+    let mut cut = before_block_label(text).len();
     if let Some(i) = list_item_start(text) {
         cut = cut.min(i);
     }
@@ -377,12 +382,7 @@ pub fn pair_answer(family: TaskFamily, labels: Option<&[&str]>, reply: &str) -> 
     {
         text = rest;
     }
-    let cut = BLOCK_LABELS
-        .iter()
-        .filter_map(|l| text.find(l))
-        .min()
-        .unwrap_or(text.len());
-    let text = text[..cut].trim();
+    let text = before_block_label(text).trim();
     let first_line = || text.lines().next().unwrap_or("").trim().to_string();
     match family {
         TaskFamily::Classification => labels
@@ -404,12 +404,7 @@ pub const REASON_LEAD: &str = ", because";
 pub fn tidy_reason(text: &str) -> String {
     let text = text.trim();
     let line = text.lines().next().unwrap_or("");
-    let cut = BLOCK_LABELS
-        .iter()
-        .filter_map(|l| line.find(l))
-        .min()
-        .unwrap_or(line.len());
-    split_sentences(&line[..cut])
+    split_sentences(before_block_label(line))
         .first()
         .map_or_else(String::new, |s| s.to_string())
 }
