@@ -18,6 +18,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
+pub mod digest;
 pub mod eval;
 pub mod llm;
 pub mod paths;

@@ -838,8 +838,7 @@ fn run_key(
         "method": method.name(),
         "profile": profile,
     });
-    let digest = Sha256::digest(doc.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::hex(&Sha256::digest(doc.to_string().as_bytes()))
 }
 
 /// What decides a profile's answers: its parameters and a digest of the edit it applies (the selected
@@ -857,7 +856,7 @@ fn profile_identity(p: &Profile) -> serde_json::Value {
             h.update(x.to_le_bytes());
         }
     }
-    let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let digest = crate::digest::hex(&h.finalize());
     serde_json::json!({ "params": p.params, "edit": digest })
 }
 

@@ -275,11 +275,7 @@ impl Model {
             }
             hasher.update(&buf[..n]);
         }
-        let hex: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = crate::digest::hex(&hasher.finalize());
         Ok(self.fingerprint.get_or_init(|| hex))
     }
 

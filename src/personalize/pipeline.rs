@@ -1028,10 +1028,7 @@ fn pair_cache_key(
         h.update((text.len() as u64).to_le_bytes());
         h.update(text.as_bytes());
     }
-    let digest: String = h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = crate::digest::hex(&h.finalize()[..8]);
     // label answers keep the key they had before reasons existed, so their stored pairs stay reused
     let form = match answers {
         PairAnswers::Label => "",

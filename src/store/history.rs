@@ -202,11 +202,7 @@ pub fn history_hash<'a>(items: impl IntoIterator<Item = &'a HistoryItem>) -> Str
             hasher.update(field.as_bytes());
         }
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digest::hex(&hasher.finalize())
 }
 
 impl Store {
