@@ -3,7 +3,9 @@
 use clap::Args;
 
 use super::{Global, ModelArgs};
-use crate::personalize::{FitParams, LayerChoice, Mode, PairAnswers, Personalizer, Pooling};
+use crate::personalize::{
+    FitParams, LayerChoice, Mode, PairAnswers, PersonalDirection, Personalizer, Pooling,
+};
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -66,6 +68,10 @@ pub struct FitFlags {
     /// model's one-sentence reason for it.
     #[arg(long, value_enum, default_value_t = PairAnswers::Label)]
     pub pair_answers: PairAnswers,
+    /// What the personal direction is the top singular vector of: the personalised answers' MLP
+    /// outputs (`svd`, the paper), or each pair's personalised-minus-neutral difference (`contrast`).
+    #[arg(long, value_enum, default_value_t = PersonalDirection::Svd)]
+    pub personal_direction: PersonalDirection,
     /// Tokens per generated insight.
     #[arg(long, default_value_t = 96)]
     pub insight_tokens: usize,
@@ -91,6 +97,7 @@ impl FitFlags {
             beta: self.beta,
             answer_tokens: self.answer_tokens,
             pair_answers: self.pair_answers,
+            personal_direction: self.personal_direction,
             insight_tokens: self.insight_tokens,
             ..FitParams::default()
         };

@@ -18,7 +18,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::fit::{CcsParams, FitError, fit_all, select_layers};
+use super::fit::{CcsParams, FitError, PersonalDirection, fit_all, select_layers};
 use super::prompts::{self, Item, PROMPT_VERSION, TaskFamily};
 use super::select::{SelectError, select_representative};
 use crate::llm::{CaptureRequest, Context, ContextParams, GenerateOptions, LlmError, Model, Token};
@@ -179,6 +179,10 @@ pub struct FitParams {
     /// profiles fitted before it existed still match their parameters.
     #[serde(default, skip_serializing_if = "PairAnswers::is_label")]
     pub pair_answers: PairAnswers,
+    /// What the personal direction is fitted on; left out of the recorded parameters when it is the
+    /// paper's, as `pair_answers` is.
+    #[serde(default, skip_serializing_if = "PersonalDirection::is_svd")]
+    pub personal_direction: PersonalDirection,
     /// CCS settings; its seed is the fit's seed.
     pub ccs: CcsParams,
 }
@@ -197,6 +201,7 @@ impl Default for FitParams {
             insight_tokens: 96,
             answer_tokens: 48,
             pair_answers: PairAnswers::Label,
+            personal_direction: PersonalDirection::Svd,
             ccs: CcsParams::default(),
         }
     }
@@ -540,7 +545,7 @@ impl<'a> Personalizer<'a> {
         // stages 4-5: directions and layers
         let t = Instant::now();
         let bar = self.bar(1, "fit");
-        let fits = fit_all(&personal, &neutral, &ccs)?;
+        let fits = fit_all(&personal, &neutral, params.personal_direction, &ccs)?;
         bar.finish_and_clear();
         let losses: Vec<f32> = fits.iter().map(|f| f.ccs_loss).collect();
         let selected = match &params.layers {
@@ -1154,9 +1159,10 @@ mod tests {
     }
 
     #[test]
-    fn default_pair_answers_leave_recorded_params_unchanged() {
+    fn default_choices_leave_recorded_params_unchanged() {
         let label = serde_json::to_value(FitParams::default()).unwrap();
         assert!(label.get("pair_answers").is_none(), "{label}");
+        assert!(label.get("personal_direction").is_none(), "{label}");
         // parameters recorded before the field existed still read back
         let back: FitParams = serde_json::from_value(label).unwrap();
         assert_eq!(back, FitParams::default());
@@ -1167,6 +1173,13 @@ mod tests {
         let v = serde_json::to_value(&reasoned).unwrap();
         assert_eq!(v["pair_answers"], "reasoned");
         assert_eq!(serde_json::from_value::<FitParams>(v).unwrap(), reasoned);
+        let contrast = FitParams {
+            personal_direction: PersonalDirection::Contrast,
+            ..FitParams::default()
+        };
+        let v = serde_json::to_value(&contrast).unwrap();
+        assert_eq!(v["personal_direction"], "contrast");
+        assert_eq!(serde_json::from_value::<FitParams>(v).unwrap(), contrast);
     }
 
     #[test]

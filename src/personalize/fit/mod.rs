@@ -3,7 +3,7 @@
 //! Input is what the capture stage records: for every layer, the pooled MLP outputs of the K personalised
 //! pair texts and of the K neutral ones (row i of each forming pair i). For each layer this module finds
 //! - the personal direction `theta_P` ([`personal_direction`], [`svd`]): the top right singular vector of the
-//!   personalised rows;
+//!   personalised rows (the paper), or of the personalised-minus-neutral rows ([`PersonalDirection`]);
 //! - the generic direction `theta_N` and its CCS loss ([`fit_ccs`], [`ccs`]): a contrast-consistent probe
 //!   trained on the pairs;
 //!
@@ -59,8 +59,10 @@ pub enum FitError {
         /// Number of pairs given.
         got: usize,
     },
-    /// Every personalised value is zero.
-    #[error("every personalised row is zero, so there is no personal direction")]
+    /// Every value the personal direction is fitted on is zero.
+    #[error(
+        "every row the personal direction is fitted on is zero, so there is no personal direction"
+    )]
     ZeroMatrix,
     /// The trained probe has zero or non-finite weights.
     #[error("the CCS probe collapsed to zero or non-finite weights")]
@@ -94,6 +96,26 @@ pub enum FitError {
     },
 }
 
+/// Which rows the personal direction is the top singular vector of (method.md stage 4, **choice**).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PersonalDirection {
+    /// The personalised rows, uncentred: the paper's `theta_P`. With a handful of pairs this is mostly
+    /// the dominant direction of the layer's output on the task's prompt, nearly the same for every user.
+    #[default]
+    Svd,
+    /// The differences of each pair, personalised minus neutral: what the personal instruction adds to
+    /// the answer. Uncentred, so a shift shared by the pairs is kept.
+    Contrast,
+}
+
+impl PersonalDirection {
+    /// Whether this is the default (the paper's), which recorded parameters leave out.
+    pub fn is_svd(&self) -> bool {
+        *self == PersonalDirection::Svd
+    }
+}
+
 /// The directions of one layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerFit {
@@ -106,18 +128,36 @@ pub struct LayerFit {
 }
 
 /// Fits one layer: `personal` and `neutral` hold the K pooled vectors of the personalised and the neutral
-/// pair texts (row i of each is pair i).
+/// pair texts (row i of each is pair i); `which` says what the personal direction is fitted on.
 ///
 /// # Errors
 ///
-/// Any [`FitError`] of [`personal_direction`] or [`fit_ccs`].
+/// Any [`FitError`] of [`personal_direction`] or [`fit_ccs`] (the CCS checks come first, so rows that do
+/// not pair up are named as such).
 pub fn fit_layer<R: AsRef<[f32]>>(
     personal: &[R],
     neutral: &[R],
+    which: PersonalDirection,
     params: &CcsValidParams,
 ) -> Result<LayerFit, FitError> {
-    let p = personal_direction(personal)?;
     let ccs = fit_ccs(neutral, personal, params)?;
+    let p = match which {
+        PersonalDirection::Svd => personal_direction(personal)?,
+        PersonalDirection::Contrast => {
+            let diffs: Vec<Vec<f32>> = personal
+                .iter()
+                .zip(neutral)
+                .map(|(p, n)| {
+                    p.as_ref()
+                        .iter()
+                        .zip(n.as_ref())
+                        .map(|(a, b)| a - b)
+                        .collect()
+                })
+                .collect();
+            personal_direction(&diffs)?
+        }
+    };
     Ok(LayerFit {
         personal: p,
         generic: ccs.direction,
@@ -126,7 +166,7 @@ pub fn fit_layer<R: AsRef<[f32]>>(
 }
 
 /// Fits every layer: `personal[l]` and `neutral[l]` are layer l's rows as for [`fit_layer`]. Every layer uses
-/// the same `params` (seed included), so `fit_all(..)[l]` equals `fit_layer` on layer l alone.
+/// the same `which` and `params` (seed included), so `fit_all(..)[l]` equals `fit_layer` on layer l alone.
 ///
 /// # Errors
 ///
@@ -135,6 +175,7 @@ pub fn fit_layer<R: AsRef<[f32]>>(
 pub fn fit_all<L, R>(
     personal: &[L],
     neutral: &[L],
+    which: PersonalDirection,
     params: &CcsValidParams,
 ) -> Result<Vec<LayerFit>, FitError>
 where
@@ -152,7 +193,7 @@ where
         .zip(neutral)
         .enumerate()
         .map(|(layer, (p, n))| {
-            fit_layer(p.as_ref(), n.as_ref(), params).map_err(|e| FitError::Layer {
+            fit_layer(p.as_ref(), n.as_ref(), which, params).map_err(|e| FitError::Layer {
                 layer,
                 source: Box::new(e),
             })
@@ -220,6 +261,17 @@ mod tests {
     /// Per-layer captures: personalised rows share a planted personal direction; the neutral rows are the
     /// personalised ones moved along a second direction with a random sign per pair.
     fn captures(layers: usize, k: usize, d: usize, seed: u64) -> (LayerRows, LayerRows, Vec<f32>) {
+        let (p, n, u, _) = captures_with_contrast(layers, k, d, seed);
+        (p, n, u)
+    }
+
+    /// As [`captures`], and the direction `g` the pairs differ along.
+    fn captures_with_contrast(
+        layers: usize,
+        k: usize,
+        d: usize,
+        seed: u64,
+    ) -> (LayerRows, LayerRows, Vec<f32>, Vec<f32>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let u = unit(&gaussian(&mut rng, d));
         let g = unit(&gaussian(&mut rng, d));
@@ -240,7 +292,7 @@ mod tests {
             pers.push(p);
             neut.push(n);
         }
-        (pers, neut, u)
+        (pers, neut, u, g)
     }
 
     #[test]
@@ -251,13 +303,35 @@ mod tests {
             .restarts(2)
             .check()
             .unwrap();
-        let all = fit_all(&pers, &neut, &params).unwrap();
+        let all = fit_all(&pers, &neut, PersonalDirection::Svd, &params).unwrap();
         assert_eq!(all.len(), 3);
         for (l, fit) in all.iter().enumerate() {
-            assert_eq!(fit, &fit_layer(&pers[l], &neut[l], &params).unwrap());
+            assert_eq!(
+                fit,
+                &fit_layer(&pers[l], &neut[l], PersonalDirection::Svd, &params).unwrap()
+            );
             assert!(cosine(&fit.personal, &u).abs() > 0.99);
             assert!(fit.ccs_loss.is_finite());
         }
+    }
+
+    #[test]
+    fn the_contrast_direction_is_what_the_pairs_differ_in() {
+        let (pers, neut, u, g) = captures_with_contrast(2, 12, 32, 4);
+        let params = CcsParams::default().epochs(50).restarts(1).check().unwrap();
+        let svd = fit_all(&pers, &neut, PersonalDirection::Svd, &params).unwrap();
+        let contrast = fit_all(&pers, &neut, PersonalDirection::Contrast, &params).unwrap();
+        for (s, c) in svd.iter().zip(&contrast) {
+            // the rows lie along u, but they differ only along g
+            assert!(cosine(&s.personal, &u).abs() > 0.99);
+            assert!(cosine(&c.personal, &g).abs() > 0.99);
+            assert!(cosine(&c.personal, &u).abs() < 0.5);
+            // the generic direction does not depend on the choice
+            assert_eq!(s.generic, c.generic);
+        }
+        // a pair whose two rows are equal adds nothing; all of them equal leaves no direction
+        let same = fit_layer(&pers[0], &pers[0], PersonalDirection::Contrast, &params);
+        assert!(matches!(same, Err(FitError::ZeroMatrix)), "{same:?}");
     }
 
     #[test]
@@ -265,14 +339,14 @@ mod tests {
         let (mut pers, neut, _) = captures(3, 6, 8, 2);
         pers[2][4].pop();
         let params = CcsParams::default().epochs(1).restarts(1).check().unwrap();
-        match fit_all(&pers, &neut, &params) {
+        match fit_all(&pers, &neut, PersonalDirection::Svd, &params) {
             Err(FitError::Layer { layer: 2, source }) => {
                 assert!(matches!(*source, FitError::Shape { .. }))
             }
             other => panic!("expected a layer 2 error, got {other:?}"),
         }
         assert!(matches!(
-            fit_all(&pers[..2], &neut, &params),
+            fit_all(&pers[..2], &neut, PersonalDirection::Svd, &params),
             Err(FitError::LayerCount {
                 personalised: 2,
                 neutral: 3
@@ -289,7 +363,7 @@ mod tests {
         let (pers, neut, _) = captures(30, 20, 576, 3);
         let params = CcsParams::default().check().unwrap();
         let start = std::time::Instant::now();
-        let fits = fit_all(&pers, &neut, &params).unwrap();
+        let fits = fit_all(&pers, &neut, PersonalDirection::Svd, &params).unwrap();
         let elapsed = start.elapsed();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         eprintln!(
