@@ -207,6 +207,29 @@ fn the_cache_serves_only_the_same_generation_settings() {
     let again = fit(&db, "g", &[]);
     let pairs = again["pairs"].as_u64().unwrap() + again["dropped_pairs"].as_u64().unwrap();
     assert_eq!(again["reused"].as_u64().unwrap(), 2 + pairs, "{again}");
+    // another personal direction is fitted from the same stored pairs; CCS, and so n, is unchanged
+    let load = || {
+        Store::open(&db)
+            .unwrap()
+            .load_profile(&Owner::User("g".into()), &identity())
+            .unwrap()
+            .unwrap()
+    };
+    let svd = load();
+    assert!(svd.params["fit"].get("personal_direction").is_none());
+    let contrast = fit(&db, "g", &["--personal-direction", "contrast"]);
+    assert_eq!(
+        contrast["reused"].as_u64().unwrap(),
+        2 + pairs,
+        "{contrast}"
+    );
+    let contrast = load();
+    assert_eq!(contrast.params["fit"]["personal_direction"], "contrast");
+    for (s, c) in svd.layers.iter().zip(&contrast.layers) {
+        assert_eq!(s.n, c.n, "layer {}", s.layer);
+        let cos: f32 = s.p.iter().zip(&c.p).map(|(a, b)| a * b).sum();
+        assert!(cos.abs() < 0.999, "layer {}: the same p", s.layer);
+    }
     // longer answers: the insights are reused, the pairs are written anew
     let longer = fit(&db, "g", &["--answer-tokens", "20"]);
     assert_eq!(longer["reused"], 2, "{longer}");
@@ -233,11 +256,7 @@ fn the_cache_serves_only_the_same_generation_settings() {
     let expected = if short == long { pairs } else { 0 };
     assert_eq!(wordier["reused"].as_u64().unwrap(), expected, "{wordier}");
     // the CCS choices are recorded with the profile
-    let profile = Store::open(&db)
-        .unwrap()
-        .load_profile(&Owner::User("g".into()), &identity())
-        .unwrap()
-        .unwrap();
+    let profile = load();
     assert_eq!(profile.params["fit"]["ccs"]["normalize"], false);
     assert_eq!(profile.params["fit"]["ccs"]["squared_min"], true);
 }
