@@ -152,11 +152,19 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     assert_eq!(doc["predictions"], doc2["predictions"]);
     assert_eq!(before, counts());
 
-    // other strengths reuse the fitted profiles: only the answers are new
+    // other strengths reuse the fitted profiles: only the edited answers are new, the unedited
+    // methods' answers do not depend on them
     ok(&eval(
         &db,
         &out,
-        &["--methods", "chameleon", "--alpha", "0.5", "--beta", "0.5"],
+        &[
+            "--methods",
+            "instruct,insight-prompt,chameleon",
+            "--alpha",
+            "0.5",
+            "--beta",
+            "0.5",
+        ],
     ));
     let after = counts();
     assert_eq!(after[..3], before[..3], "a strength change fitted again");

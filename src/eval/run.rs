@@ -470,7 +470,6 @@ impl<'a> Evaluator<'a> {
             "set": set_name,
             "split": opts.split,
             "answer_tokens": answer_tokens,
-            "fit": fit_params,
         });
 
         let mut predictions: BTreeMap<Method, Vec<Option<Prediction>>> = methods
@@ -553,7 +552,7 @@ impl<'a> Evaluator<'a> {
                     _ => None,
                 }
                 .map(profile_identity);
-                let run = run_key(&common, method, profile_id.as_ref());
+                let run = run_key(&common, method, &fit_params, profile_id.as_ref());
                 for &qi in &user.questions {
                     self.check_interrupt()?;
                     let q = &set.questions[qi];
@@ -827,15 +826,30 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// The key of a method's answers: a hash of everything that decides them.
+/// The key of a method's answers: a hash of everything that decides them, and nothing else, so that
+/// a run that changes only how profiles are fitted or applied (strengths, pairs, directions) does not
+/// answer the unedited methods again.
 fn run_key(
     common: &serde_json::Value,
     method: Method,
+    fit: &FitParams,
     profile: Option<&serde_json::Value>,
 ) -> String {
+    // what of the fit parameters reaches the method's prompt or edit
+    let fit = match method {
+        // the k selected items (history-prompt: the k items BM25 ranks highest)
+        Method::Instruct | Method::HistoryPrompt => serde_json::json!({ "k": fit.k }),
+        // and the personal insight, written from them
+        Method::InsightPrompt => {
+            serde_json::json!({ "k": fit.k, "insight_tokens": fit.insight_tokens })
+        }
+        // every parameter, the strengths applied included
+        _ => serde_json::to_value(fit).expect("params serialise"),
+    };
     let doc = serde_json::json!({
         "common": common,
         "method": method.name(),
+        "fit": fit,
         "profile": profile,
     });
     crate::digest::hex(&Sha256::digest(doc.to_string().as_bytes()))
@@ -921,6 +935,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn run_keys_follow_only_what_decides_the_answers() {
+        let common = serde_json::json!({ "set": "s" });
+        let base = FitParams::default();
+        let key = |m: Method, f: &FitParams| run_key(&common, m, f, None);
+        let edit_only = FitParams {
+            alpha: 0.5,
+            personal_direction: crate::personalize::PersonalDirection::Contrast,
+            pair_answers: crate::personalize::PairAnswers::Reasoned,
+            max_queries: 3,
+            ..base.clone()
+        };
+        let more_insight = FitParams {
+            insight_tokens: base.insight_tokens + 1,
+            ..base.clone()
+        };
+        let other_k = FitParams {
+            k: base.k + 1,
+            ..base.clone()
+        };
+        for m in [Method::Instruct, Method::HistoryPrompt] {
+            assert_eq!(key(m, &base), key(m, &edit_only), "{}", m.name());
+            assert_eq!(key(m, &base), key(m, &more_insight), "{}", m.name());
+            assert_ne!(key(m, &base), key(m, &other_k), "{}", m.name());
+        }
+        let m = Method::InsightPrompt;
+        assert_eq!(key(m, &base), key(m, &edit_only));
+        assert_ne!(key(m, &base), key(m, &more_insight));
+        assert_ne!(key(m, &base), key(m, &other_k));
+        for m in [Method::Chameleon, Method::POnly, Method::NOnly] {
+            assert_ne!(key(m, &base), key(m, &edit_only), "{}", m.name());
+        }
+        assert_ne!(
+            key(Method::Instruct, &base),
+            key(Method::HistoryPrompt, &base)
+        );
+        assert_ne!(
+            key(Method::Chameleon, &base),
+            run_key(
+                &common,
+                Method::Chameleon,
+                &base,
+                Some(&serde_json::json!(1))
+            )
+        );
+    }
+
+    #[test]
     fn group_sizes_parse() {
         assert_eq!("all".parse::<GroupSize>().unwrap(), GroupSize::All);
         assert_eq!("20".parse::<GroupSize>().unwrap(), GroupSize::Count(20));
@@ -972,14 +1033,15 @@ mod tests {
     #[test]
     fn run_keys_separate_methods_and_profiles() {
         let c = serde_json::json!({"model": "m"});
-        let a = run_key(&c, Method::Instruct, None);
-        assert_eq!(a, run_key(&c, Method::Instruct, None));
-        assert_ne!(a, run_key(&c, Method::Chameleon, None));
+        let f = FitParams::default();
+        let a = run_key(&c, Method::Instruct, &f, None);
+        assert_eq!(a, run_key(&c, Method::Instruct, &f, None));
+        assert_ne!(a, run_key(&c, Method::Chameleon, &f, None));
         let p1 = serde_json::json!({"fit": 1});
         let p2 = serde_json::json!({"fit": 2});
         assert_ne!(
-            run_key(&c, Method::Chameleon, Some(&p1)),
-            run_key(&c, Method::Chameleon, Some(&p2))
+            run_key(&c, Method::Chameleon, &f, Some(&p1)),
+            run_key(&c, Method::Chameleon, &f, Some(&p2))
         );
     }
 
