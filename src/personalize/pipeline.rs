@@ -1166,20 +1166,23 @@ mod tests {
         // parameters recorded before the field existed still read back
         let back: FitParams = serde_json::from_value(label).unwrap();
         assert_eq!(back, FitParams::default());
+        // another choice is recorded by name and reads back
         let reasoned = FitParams {
             pair_answers: PairAnswers::Reasoned,
             ..FitParams::default()
         };
-        let v = serde_json::to_value(&reasoned).unwrap();
-        assert_eq!(v["pair_answers"], "reasoned");
-        assert_eq!(serde_json::from_value::<FitParams>(v).unwrap(), reasoned);
         let contrast = FitParams {
             personal_direction: PersonalDirection::Contrast,
             ..FitParams::default()
         };
-        let v = serde_json::to_value(&contrast).unwrap();
-        assert_eq!(v["personal_direction"], "contrast");
-        assert_eq!(serde_json::from_value::<FitParams>(v).unwrap(), contrast);
+        for (params, field, name) in [
+            (reasoned, "pair_answers", "reasoned"),
+            (contrast, "personal_direction", "contrast"),
+        ] {
+            let v = serde_json::to_value(&params).unwrap();
+            assert_eq!(v[field], name);
+            assert_eq!(serde_json::from_value::<FitParams>(v).unwrap(), params);
+        }
     }
 
     #[test]
