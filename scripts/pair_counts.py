@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """What the stored LaMP-2 pairs and insights of one prompt version hold (README, Findings).
 
-usage: scripts/pair_counts.py DB VERSION
+usage: scripts/pair_counts.py DB VERSION [SPLIT]
+
+SPLIT (`dev`, `train`) counts only the LaMP users of that split, for a store that also holds the
+other split's users (a group run).
 
 Pairs: how many have two different replies, and of those how many give the same tag once the history
 block's format is removed (mirrors `prompts::pair_answer`), how many hold two tags of the list.
@@ -47,10 +50,12 @@ def answer(reply):
 
 def main():
     db, version = sys.argv[1], int(sys.argv[2])
+    users = f"%/{sys.argv[3]}/%" if len(sys.argv) > 3 else "%"
+    of_split = "AND user_id IN (SELECT id FROM users WHERE name LIKE ?)"
     c = sqlite3.connect(db)
     rows = c.execute("SELECT personal, neutral FROM pairs WHERE prompt_version = ? "
-                     "AND query LIKE 'Which one of these tags%' AND history_hash NOT LIKE '%/answers=reasoned/%'",
-                     (version,)).fetchall()
+                     "AND query LIKE 'Which one of these tags%' AND history_hash NOT LIKE '%/answers=reasoned/%' "
+                     + of_split, (version, users)).fetchall()
     differ = [(answer(p), answer(n)) for p, n in rows if p.strip() != n.strip()]
     same = sum(a == b and a != "" for a, b in differ)
     empty = sum(a == "" or b == "" for a, b in differ)
@@ -58,8 +63,8 @@ def main():
     print(f"LaMP-2 pairs {len(rows)}; replies differ {len(differ)}: same tag after the format {same}, "
           f"an empty answer {empty}, two different tags of the list {tags}")
     reasoned = c.execute("SELECT personal, neutral FROM pairs WHERE prompt_version = ? "
-                         "AND query LIKE 'Which one of these tags%' AND history_hash LIKE '%/answers=reasoned/%'",
-                         (version,)).fetchall()
+                         "AND query LIKE 'Which one of these tags%' AND history_hash LIKE '%/answers=reasoned/%' "
+                         + of_split, (version, users)).fetchall()
     if reasoned:
         split = [tuple(a.split(", because ", 1) + [""])[:2] for pair in reasoned for a in pair]
         with_reason = sum(r != "" for _, r in split)
@@ -68,8 +73,8 @@ def main():
         print(f"reasoned LaMP-2 pairs {len(reasoned)}; answers with a reason {with_reason} of {len(split)}; "
               f"pairs that differ {len(differ)}, of them the same tag with another reason {same_tag}")
     for kind, lead in [("personal", "This user"), ("neutral", "A generic answer")]:
-        texts = [t for (t,) in c.execute("SELECT text FROM insights WHERE prompt_version = ? AND kind = ?",
-                                          (version, kind))]
+        texts = [t for (t,) in c.execute("SELECT text FROM insights WHERE prompt_version = ? AND kind = ? "
+                                          + of_split, (version, kind, users))]
         echo = sum(bool(ECHO.search(t)) for t in texts)
         unasked = sum(not t.strip().startswith(lead) for t in texts)
         fallback = sum(t in FALLBACKS for t in texts)
