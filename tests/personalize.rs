@@ -467,7 +467,15 @@ fn a_group_profile_pools_members_and_serves_anyone() {
         "2",
     ];
     args.extend_from_slice(&FAST[..4]);
-    let report: serde_json::Value = serde_json::from_str(&ok(run(&db, &args))).unwrap();
+    let out = run(&db, &args);
+    // a log shows each member as its pairs are ready (no progress bar without a terminal)
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("member 1/2 (gardener) ready")
+            && stderr.contains("member 2/2 (maya) ready"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
     // pairs of both members are pooled: more than one member's cap of 2 queries
     assert!(report["pairs"].as_u64().unwrap() > 2, "{report}");
     let store = Store::open(&db).unwrap();

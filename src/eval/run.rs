@@ -375,7 +375,8 @@ impl<'a> Evaluator<'a> {
         let ctx = model.new_context(&ctx_params)?;
         let personalizer = Personalizer::new(model, store, ctx_params)?
             .with_interrupt(interrupt.clone())
-            .with_progress(false);
+            .with_progress(false)
+            .with_member_lines(progress && !std::io::stderr().is_terminal());
         Ok(Evaluator {
             model,
             store,

@@ -347,6 +347,8 @@ pub struct Personalizer<'a> {
     stage_secs: [f64; 3],
     /// Reuse the history block's KV cache across prompts (off only to measure what reuse saves).
     prefix_reuse: bool,
+    /// Write a line per group member to stderr as its pairs are ready (for logs, where bars are hidden).
+    member_lines: bool,
 }
 
 impl<'a> Personalizer<'a> {
@@ -374,6 +376,7 @@ impl<'a> Personalizer<'a> {
             loaded_prefix: None,
             stage_secs: [0.0; 3],
             prefix_reuse: true,
+            member_lines: false,
         })
     }
 
@@ -387,6 +390,13 @@ impl<'a> Personalizer<'a> {
     /// results up to float rounding, more tokens; for benchmarks.
     pub fn with_prefix_reuse(mut self, on: bool) -> Self {
         self.prefix_reuse = on;
+        self
+    }
+
+    /// Write one line to stderr per group member when its pairs are ready, also without progress bars
+    /// (default: only with them). A new member takes minutes, and a log file shows no bar.
+    pub fn with_member_lines(mut self, on: bool) -> Self {
+        self.member_lines = on;
         self
     }
 
@@ -500,8 +510,23 @@ impl<'a> Personalizer<'a> {
         // stages 1-3 per user
         self.stage_secs = [0.0; 3];
         let mut prepared = Vec::with_capacity(users.len());
-        for user in users {
-            prepared.push((user, self.prepare(user, params)?));
+        // a line per member (between the per-user bars, which are cleared by then)
+        let member_lines = users.len() > 1 && (self.member_lines || self.progress);
+        let started = Instant::now();
+        for (i, user) in users.iter().enumerate() {
+            let prep = self.prepare(user, params)?;
+            if member_lines {
+                let differ = prep.pairs.iter().filter(|(_, p)| p.differs()).count();
+                eprintln!(
+                    "{owner}: member {}/{} ({}) ready, {differ} of {} pairs differ, {:.0} s",
+                    i + 1,
+                    users.len(),
+                    user.name,
+                    prep.pairs.len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            prepared.push((user, prep));
         }
         for (name, secs) in ["select", "insights", "pairs"].iter().zip(self.stage_secs) {
             seconds.push((name.to_string(), secs));
