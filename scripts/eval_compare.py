@@ -6,7 +6,9 @@
 For every method in PRED.json: how many raw answers differ from `instruct`'s, empty answers, and (LaMP-1/2:
 accuracy, LaMP-3: negative absolute error) the mean paired difference with a 95% bootstrap interval over
 questions (2000 resamples, seed 0). `instruct` comes from BASELINE.json when given (a run of other
-methods on the same questions), else from PRED.json.
+methods on the same questions), else from PRED.json. For an edited method whose predictions say which
+users had a profile (`profiled`), a second line compares it on those users' questions only: the others
+are answered as `instruct`.
 """
 import json
 import random
@@ -35,6 +37,15 @@ def score(task, p):
     return None
 
 
+def paired(task, ps, base, ids):
+    """Mean paired score difference over `ids` with its 95% bootstrap interval, as text."""
+    diffs = [score(task, ps[i]) - score(task, base[i]) for i in ids]
+    rng = random.Random(0)
+    n = len(diffs)
+    boots = sorted(sum(rng.choice(diffs) for _ in range(n)) / n for _ in range(2000))
+    return f"diff {sum(diffs) / n:+.3f} [{boots[50]:+.3f}, {boots[1949]:+.3f}]"
+
+
 def main():
     doc = json.load(open(sys.argv[1]))
     task = doc["task"]
@@ -46,13 +57,18 @@ def main():
         changed = sum(ps[i]["raw"] != base[i]["raw"] for i in ids)
         empty = sum(not ps[i]["raw"].strip() for i in ids)
         line = f"{m:18s} changed vs instruct {changed}/{len(ids)}, empty {empty}"
-        if score(task, base[ids[0]]) is not None:
-            diffs = [score(task, ps[i]) - score(task, base[i]) for i in ids]
-            rng = random.Random(0)
-            n = len(diffs)
-            boots = sorted(sum(rng.choice(diffs) for _ in range(n)) / n for _ in range(2000))
-            line += f", diff {sum(diffs) / n:+.3f} [{boots[50]:+.3f}, {boots[1949]:+.3f}]"
+        scored = score(task, base[ids[0]]) is not None
+        if scored:
+            line += ", " + paired(task, ps, base, ids)
         print(line)
+        mine = [i for i in ids if ps[i].get("profiled")]
+        if scored and mine and len(mine) < len(ids):
+            users = len({ps[i]["user"] for i in mine})
+            mean = lambda d: sum(score(task, d[i]) for i in mine) / len(mine)
+            print(
+                f"{'':18s} users with a profile ({users}, {len(mine)} questions): "
+                f"{mean(ps):.3f} vs instruct {mean(base):.3f}, {paired(task, ps, base, mine)}"
+            )
 
 
 main()

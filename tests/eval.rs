@@ -114,6 +114,30 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     for p in preds {
         assert!(!p["raw"].as_str().unwrap().is_empty(), "empty answer: {p}");
     }
+    // edited methods say whether a profile was applied, and agree with the table's "no profile" users;
+    // the others never say
+    for (line, method) in lines[2..].iter().zip(METHODS) {
+        let ps: Vec<_> = preds.iter().filter(|p| p["method"] == method).collect();
+        if ["instruct", "history-prompt", "insight-prompt"].contains(&method) {
+            assert!(ps.iter().all(|p| p.get("profiled").is_none()), "{method}");
+            continue;
+        }
+        let no_profile: usize = line
+            .split('|')
+            .map(str::trim)
+            .nth(7)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut without: Vec<&str> = ps
+            .iter()
+            .filter(|p| !p["profiled"].as_bool().expect("edited methods say"))
+            .map(|p| p["user"].as_str().unwrap())
+            .collect();
+        without.sort_unstable();
+        without.dedup();
+        assert_eq!(without.len(), no_profile, "{method}: {line}");
+    }
     // the edit changes answers: some edited answer differs from its unedited one
     let raw = |m: &str, id: &str| {
         preds

@@ -184,6 +184,10 @@ pub struct Prediction {
     pub gold: String,
     /// Seconds to answer (as measured when it was answered, also for answers reused from the store).
     pub seconds: f64,
+    /// For the edited methods: whether a profile was applied (false: too few pairs differed, so the
+    /// answer is `instruct`'s). Absent for the methods that never edit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profiled: Option<bool>,
 }
 
 /// One row of the report.
@@ -581,6 +585,7 @@ impl<'a> Evaluator<'a> {
                         raw: answer.raw,
                         gold: q.gold.clone(),
                         seconds: answer.seconds,
+                        profiled: method.edits().then_some(profile.is_some()),
                     });
                     bar.inc(1);
                 }
