@@ -176,8 +176,17 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     assert_eq!(doc["predictions"], doc2["predictions"]);
     assert_eq!(before, counts());
 
-    // other strengths reuse the fitted profiles: only the edited answers are new, the unedited
-    // methods' answers do not depend on them
+    // a user without a profile is answered as `instruct`, from `instruct`'s stored answers
+    for p in preds.iter().filter(|p| p["profiled"] == false) {
+        assert_eq!(p["raw"], raw("instruct", p["id"].as_str().unwrap()), "{p}");
+    }
+
+    // other strengths reuse the fitted profiles: only the edited answers of users with a profile are
+    // new, the unedited methods' answers do not depend on them
+    let edited = preds
+        .iter()
+        .filter(|p| p["method"] == "chameleon" && p["profiled"] == true)
+        .count();
     ok(&eval(
         &db,
         &out,
@@ -192,7 +201,7 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     ));
     let after = counts();
     assert_eq!(after[..3], before[..3], "a strength change fitted again");
-    assert_eq!(after[3], before[3] + 4);
+    assert_eq!(after[3], before[3] + edited as i64);
 }
 
 #[test]

@@ -557,7 +557,13 @@ impl<'a> Evaluator<'a> {
                     _ => None,
                 }
                 .map(profile_identity);
-                let run = run_key(&common, method, &fit_params, profile_id.as_ref());
+                // an edited method without a profile asks `instruct`'s prompt with no edit: it is
+                // `instruct`, and shares its answers instead of generating them again
+                let run = if method.edits() && profile.is_none() {
+                    run_key(&common, Method::Instruct, &fit_params, None)
+                } else {
+                    run_key(&common, method, &fit_params, profile_id.as_ref())
+                };
                 for &qi in &user.questions {
                     self.check_interrupt()?;
                     let q = &set.questions[qi];
