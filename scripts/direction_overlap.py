@@ -2,7 +2,8 @@
 """How alike different users' fitted directions are (README, Findings).
 
 usage: scripts/direction_overlap.py DB [--pairs label|reasoned] [--direction svd|contrast] [--k K]
-                                    [--answer-tokens N] [--insight-tokens N] [--prompt-version V]
+                                    [--split SPLIT] [--answer-tokens N] [--insight-tokens N]
+                                    [--prompt-version V]
 
 Takes the latest offline user profile of each user in DB fitted with those settings (mean pooling,
 centred CCS, the defaults of `eval`'s LaMP runs in the README) and prints, over the middle half of the
@@ -32,6 +33,7 @@ def main():
     ap.add_argument("--pairs", default="label", choices=["label", "reasoned"])
     ap.add_argument("--direction", default="svd", choices=["svd", "contrast"])
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--split", help="only LaMP users of this split (eval names them lamp:SET/SPLIT/ID)")
     ap.add_argument("--answer-tokens", type=int, default=24)
     ap.add_argument("--insight-tokens", type=int, default=64)
     ap.add_argument("--prompt-version", type=int, default=3)
@@ -47,9 +49,10 @@ def main():
                 and f["pooling"] == "mean" and f["ccs"]["normalize"])
 
     latest = {}
-    for pid, uid, params, n_layer, hidden in db.execute(
-            "SELECT id, user_id, params, n_layer, hidden FROM profiles WHERE user_id IS NOT NULL ORDER BY id"):
-        if matches(params):
+    for pid, uid, name, params, n_layer, hidden in db.execute(
+            "SELECT p.id, p.user_id, u.name, p.params, p.n_layer, p.hidden FROM profiles p "
+            "JOIN users u ON u.id = p.user_id ORDER BY p.id"):
+        if matches(params) and (a.split is None or f"/{a.split}/" in name):
             latest[uid] = (pid, n_layer, hidden)
     if len(latest) < 2:
         raise SystemExit(f"{a.db}: {len(latest)} matching user profiles; need at least 2")
