@@ -75,9 +75,9 @@ def main():
           f"random directions {math.sqrt(2 / (math.pi * hidden)):.3f}")
     for name, pid, params in db.execute(
             "SELECT g.name, p.id, p.params FROM profiles p JOIN groups g ON g.id = p.group_id ORDER BY g.name"):
-        members = json.loads(params).get("members", [])
         if not matches(params):
             continue
+        members = json.loads(params).get("members", [])
         group = directions(pid)
         cos = [abs(sum(x * y for x, y in zip(group[layer][0], d[layer][0]))) for d in dirs.values() for layer in band]
         print(f"  group {name} ({len(members)} members): mean |cos| between its p and a user's p "

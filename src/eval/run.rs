@@ -550,19 +550,12 @@ impl<'a> Evaluator<'a> {
                 let plan = profile
                     .map(|p| profile_plan(p, alpha, beta).map(Arc::new))
                     .transpose()?;
-                let profile_id = match method {
-                    Method::Chameleon | Method::POnly | Method::NOnly => user_profile.as_ref(),
-                    Method::ChameleonOnline => online_profile.as_ref(),
-                    Method::ChameleonGroup => group_profile.as_ref(),
-                    _ => None,
-                }
-                .map(profile_identity);
-                // an edited method without a profile asks `instruct`'s prompt with no edit: it is
-                // `instruct`, and shares its answers instead of generating them again
-                let run = if method.edits() && profile.is_none() {
-                    run_key(&common, Method::Instruct, &fit_params, None)
-                } else {
-                    run_key(&common, method, &fit_params, profile_id.as_ref())
+                let run = match profile {
+                    Some(p) => run_key(&common, method, &fit_params, Some(&profile_identity(p))),
+                    // an edited method without a profile asks `instruct`'s prompt with no edit: it
+                    // is `instruct`, and shares its answers instead of generating them again
+                    None if method.edits() => run_key(&common, Method::Instruct, &fit_params, None),
+                    None => run_key(&common, method, &fit_params, None),
                 };
                 for &qi in &user.questions {
                     self.check_interrupt()?;
