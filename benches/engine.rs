@@ -5,13 +5,16 @@
 //! (decode) or prompt by prompt (prompt processing), the order flipping each step, and we report the
 //! median of the per-step ratios `plain time / test time` (1.00x = as fast as plain llama.cpp).
 //!
-//! Run: `cargo bench --bench engine` (SmolLM2-135M; `CHAMELEON_BENCH_MODEL=PATH` for another model).
+//! Run: `cargo bench --bench engine` (SmolLM2-135M; `CHAMELEON_BENCH_MODEL=PATH` for another model;
+//! on a GPU build `CHAMELEON_BENCH_GPU_LAYERS=-1` offloads every layer, so the hook's copies between
+//! device and host memory are in the measured time).
 //! Sizes: 128 decoded tokens (a typical short answer) and a 256-token prompt (a history block).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use chameleon::llm::{Context, ContextParams, Model, ModelParams};
+use chameleon::llm::{Context, ContextParams, LoraId, Model, ModelParams};
+use chameleon::steer::lora::export_lora;
 use chameleon::steer::{EditPlan, LayerEdit};
 
 const DECODE_TOKENS: usize = 128;
@@ -120,8 +123,13 @@ fn main() {
     let path = std::env::var_os("CHAMELEON_BENCH_MODEL")
         .map(Into::into)
         .unwrap_or_else(|| chameleon::paths::fetched_model("smollm2-135m"));
-    let model =
-        Model::load(&path, &ModelParams::default()).expect("load the model (run models/fetch.sh)");
+    let gpu_layers = std::env::var("CHAMELEON_BENCH_GPU_LAYERS")
+        .ok()
+        .map_or(0, |v| {
+            v.parse().expect("CHAMELEON_BENCH_GPU_LAYERS is an integer")
+        });
+    let mut model = Model::load(&path, &ModelParams { gpu_layers })
+        .expect("load the model (run models/fetch.sh)");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let params = |hook| ContextParams {
         n_ctx: 1024,
@@ -136,24 +144,52 @@ fn main() {
     let start = &prompt[..16];
 
     let n = model.n_layer();
-    let configs: Vec<(&str, bool, Option<Arc<EditPlan>>)> = vec![
-        ("no hook (plain vs plain)", false, None),
+    let every: Vec<usize> = (0..n).collect();
+    // the same edits as a rank-2 LoRA adapter on ffn_down, which llama.cpp applies inside its own
+    // graph (no eval callback): possible where no norm follows the MLP (`profile export`)
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut adapter = |layers: &[usize], file: &str| -> Option<LoraId> {
+        if model.mlp_node().post_norm {
+            return None;
+        }
+        let out = dir.path().join(file);
+        let arch = model.info().arch.clone();
+        export_lora(&path, &arch, model.mlp_node(), &plan(&model, layers), &out)
+            .expect("export the adapter");
+        Some(model.load_lora(&out).expect("load the adapter"))
+    };
+    let lora_one = adapter(&[n / 2], "one.gguf");
+    let lora_every = adapter(&every, "every.gguf");
+    type Config = (&'static str, bool, Option<Arc<EditPlan>>, Option<LoraId>);
+    let mut configs: Vec<Config> = vec![
+        ("no hook (plain vs plain)", false, None, None),
         (
             "hook, empty plan",
             true,
             Some(Arc::new(EditPlan::empty(n, model.n_embd()))),
+            None,
         ),
-        ("edit 1 layer", true, Some(plan(&model, &[n / 2]))),
-        (
-            "edit every layer",
-            true,
-            Some(plan(&model, &(0..n).collect::<Vec<_>>())),
-        ),
+        ("edit 1 layer", true, Some(plan(&model, &[n / 2])), None),
+        ("edit every layer", true, Some(plan(&model, &every)), None),
     ];
+    if let (Some(one), Some(all)) = (lora_one, lora_every) {
+        configs.push(("1 layer as LoRA adapter (no hook)", false, None, Some(one)));
+        configs.push((
+            "every layer as LoRA adapter (no hook)",
+            false,
+            None,
+            Some(all),
+        ));
+    }
+    let devices: Vec<String> = chameleon::llm::devices()
+        .into_iter()
+        .map(|d| d.description)
+        .collect();
     println!(
-        "model: {} ({}), {threads} threads",
+        "model: {} ({}), {threads} threads, gpu layers {gpu_layers}, devices: {}",
         path.display(),
-        model.info().description
+        model.info().description,
+        devices.join(", ")
     );
     println!();
     println!(
@@ -161,10 +197,13 @@ fn main() {
     );
     println!("|---|---|---|---|---|");
     let mut plain = model.new_context(&params(false)).unwrap();
-    for (name, hook, p) in configs {
+    for (name, hook, p, lora) in configs {
         let mut test = model.new_context(&params(hook)).unwrap();
         if let Some(p) = p {
             test.set_plan(p).unwrap();
+        }
+        if let Some(id) = lora {
+            test.set_lora(Some((id, 1.0))).unwrap();
         }
         // warm up both
         plain.clear();

@@ -8,17 +8,28 @@ use chameleon::llm::{CaptureRequest, Context, ContextParams, GenerateOptions, Mo
 use chameleon::steer::{EditPlan, LayerEdit};
 
 fn load(name: &str) -> &'static Model {
-    static MODELS: OnceLock<std::sync::Mutex<Vec<(&'static str, &'static Model)>>> =
-        OnceLock::new();
+    load_on(name, 0)
+}
+
+/// A model loaded once per test binary, with `gpu_layers` offloaded (0 = CPU only).
+fn load_on(name: &str, gpu_layers: i32) -> &'static Model {
+    type Loaded = Vec<((&'static str, i32), &'static Model)>;
+    static MODELS: OnceLock<std::sync::Mutex<Loaded>> = OnceLock::new();
     let models = MODELS.get_or_init(Default::default);
     let mut models = models.lock().unwrap();
-    if let Some((_, m)) = models.iter().find(|(n, _)| *n == name) {
+    if let Some((_, m)) = models
+        .iter()
+        .find(|((n, g), _)| *n == name && *g == gpu_layers)
+    {
         return m;
     }
     let m: &'static Model = Box::leak(Box::new(
-        Model::load(&common::model_path(name), &ModelParams::default()).unwrap(),
+        Model::load(&common::model_path(name), &ModelParams { gpu_layers }).unwrap(),
     ));
-    models.push((Box::leak(name.to_string().into_boxed_str()), m));
+    models.push((
+        (Box::leak(name.to_string().into_boxed_str()), gpu_layers),
+        m,
+    ));
     m
 }
 
@@ -150,8 +161,8 @@ fn a_one_layer_edit_changes_the_logits() {
 /// without an edit, and an edit of the captured tensor shifts the layer's output (the next layer's input)
 /// by exactly the change of the captured vector: so the captured node is the MLP block's own output,
 /// before the residual add, and it is what the rest of the network reads.
-fn check_residual_identity(name: &str, block_input: &str, layer: usize) {
-    let m = load(name);
+fn check_residual_identity(name: &str, block_input: &str, layer: usize, gpu_layers: i32) {
+    let m = load_on(name, gpu_layers);
     let d = m.n_embd();
     let mut c = ctx(m, true);
     let toks = m
@@ -210,17 +221,120 @@ fn check_residual_identity(name: &str, block_input: &str, layer: usize) {
 
 #[test]
 fn llama_capture_is_the_mlp_output() {
-    check_residual_identity("smollm2-135m", "ffn_inp", 12);
+    check_residual_identity("smollm2-135m", "ffn_inp", 12, 0);
 }
 
 #[test]
 fn llama_capture_of_the_last_layer_has_every_position() {
-    check_residual_identity("smollm2-135m", "ffn_inp", 29);
+    check_residual_identity("smollm2-135m", "ffn_inp", 29, 0);
 }
 
 #[test]
 fn gemma3_capture_is_after_the_post_mlp_norm() {
-    check_residual_identity("gemma3-270m", "sa_out", 5);
+    check_residual_identity("gemma3-270m", "sa_out", 5, 0);
+}
+
+/// On a GPU build the MLP outputs live in device memory and the hook reads and writes them through
+/// llama.cpp's backend get/set path instead of in place. This checks that path on the device: a hook
+/// with an empty plan leaves the GPU's logits bit for bit as they are without one; the residual
+/// identity above holds there (what we capture is the MLP output, and the edited value is what the
+/// next layer reads); and an edit moves the GPU's MLP outputs and logits the way it moves the CPU's.
+/// CPU and GPU kernels round differently, so the comparisons across backends are of the edit's move,
+/// not of bits.
+/// Run on a machine with a GPU: `cargo test --features cuda --test engine -- --ignored gpu`.
+#[test]
+#[ignore = "needs a GPU build and a GPU: cargo test --features cuda --test engine -- --ignored gpu"]
+fn gpu_edits_device_memory_like_the_cpu() {
+    assert!(
+        chameleon::llm::gpu_offload(),
+        "this build has no GPU backend; build with --features cuda, metal or vulkan"
+    );
+    eprintln!("devices: {:?}", chameleon::llm::devices());
+    let cpu = load_on("smollm2-135m", 0);
+    let gpu = load_on("smollm2-135m", -1);
+    let toks = prompt_tokens(&ctx(cpu, false));
+    let logits = |m: &Model, hook: bool, plan: Option<&Arc<EditPlan>>| {
+        let mut c = ctx(m, hook);
+        if let Some(p) = plan {
+            c.set_plan(p.clone()).unwrap();
+        }
+        c.eval(&toks, false).unwrap();
+        c.last_logits()
+    };
+    let gpu_plain = logits(gpu, false, None);
+    assert_eq!(
+        logits(
+            gpu,
+            true,
+            Some(&Arc::new(EditPlan::empty(gpu.n_layer(), gpu.n_embd())))
+        ),
+        gpu_plain,
+        "a hook with an empty plan changed the GPU's logits"
+    );
+    assert_ne!(
+        logits(cpu, false, None),
+        gpu_plain,
+        "bit-identical to the CPU: the layers did not run on the GPU"
+    );
+    check_residual_identity("smollm2-135m", "ffn_inp", 12, -1);
+
+    // p along the layer's mean MLP output, as a fitted personal direction is: an edit with a visible
+    // effect
+    let layers = [8, 12];
+    let req = CaptureRequest {
+        layers: layers.to_vec(),
+    };
+    let cap = ctx(cpu, true).capture(&toks, &req).unwrap();
+    let edits: Vec<LayerEdit> = layers
+        .iter()
+        .map(|&layer| {
+            let mut p = cap.mean(layer, 0..toks.len()).unwrap();
+            let norm = p.iter().map(|x| x * x).sum::<f32>().sqrt();
+            p.iter_mut().for_each(|x| *x /= norm);
+            LayerEdit {
+                layer,
+                p,
+                n: common::unit(cpu.n_embd(), 1000 + layer as u64),
+                alpha: 1.0,
+                beta: 1.0,
+            }
+        })
+        .collect();
+    let plan = Arc::new(EditPlan::new(cpu.n_layer(), cpu.n_embd(), edits).unwrap());
+    let sub = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<f32>>();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let cos = |a: &[f32], b: &[f32]| {
+        a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (norm(a) * norm(b))
+    };
+    // the move of the first edited layer's MLP output: same input on both backends up to rounding
+    let moved = |m: &Model| {
+        let mut c = ctx(m, true);
+        let before = c.capture(&toks, &req).unwrap();
+        c.set_plan(plan.clone()).unwrap();
+        let after = c.capture(&toks, &req).unwrap();
+        let l = layers[0];
+        sub(after.rows(l).unwrap(), before.rows(l).unwrap())
+    };
+    let (cpu_mlp, gpu_mlp) = (moved(cpu), moved(gpu));
+    let mlp_cos = cos(&cpu_mlp, &gpu_mlp);
+    let mlp_ratio = norm(&gpu_mlp) / norm(&cpu_mlp);
+    let cpu_move = sub(&logits(cpu, true, Some(&plan)), &logits(cpu, false, None));
+    let gpu_move = sub(&logits(gpu, true, Some(&plan)), &gpu_plain);
+    let logit_cos = cos(&cpu_move, &gpu_move);
+    eprintln!(
+        "layer {} MLP output moved: cos {mlp_cos:.5} between backends, GPU/CPU size {mlp_ratio:.4}; \
+         logits moved: cos {logit_cos:.4}, GPU/CPU size {:.3}",
+        layers[0],
+        norm(&gpu_move) / norm(&cpu_move)
+    );
+    assert!(
+        mlp_cos > 0.99 && (0.9..1.1).contains(&mlp_ratio),
+        "the edit moves the GPU's MLP output differently: cos {mlp_cos}, size ratio {mlp_ratio}"
+    );
+    assert!(
+        logit_cos > 0.9,
+        "the edit moves the GPU's logits differently (cos {logit_cos})"
+    );
 }
 
 fn check_capture_shapes(name: &str, check_prefix_reuse: bool) {

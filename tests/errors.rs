@@ -73,6 +73,15 @@ fn info_reports_the_model() {
     assert!(stdout.contains("layers:        30"));
     assert!(stdout.contains("hidden size:   576"));
     assert!(stdout.contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"));
+    // the devices of this build: the CPU at least, and on a CPU build the hint for a GPU one
+    let devices = stdout
+        .lines()
+        .find(|l| l.starts_with("devices:"))
+        .unwrap_or_default();
+    assert!(devices.contains("CPU ("), "{stdout}");
+    if !chameleon::llm::gpu_offload() {
+        assert!(stdout.contains("--features cuda"), "{stdout}");
+    }
     // llama.cpp's log is silenced by default
     assert!(
         out.stderr.is_empty(),

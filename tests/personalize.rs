@@ -143,6 +143,20 @@ fn fit_stores_unit_directions_and_the_profile_changes_answers() {
     plain_args.push("--no-edit");
     let plain = ok(run(&db, &plain_args));
     assert_ne!(edited, plain, "the profile did not change the answer");
+    // on a CPU build `auto` runs the edit through the hook; `lora` runs the same edit as an adapter
+    // inside llama.cpp's graph (what `auto` picks on a GPU) and changes the answer as well
+    let with = |apply: &str| {
+        let mut a = ask.to_vec();
+        a.extend_from_slice(&["--apply", apply]);
+        ok(run(&db, &a))
+    };
+    assert_eq!(with("hook"), edited);
+    let adapted = with("lora");
+    eprintln!("hook: {edited}\nlora: {adapted}\nplain: {plain}");
+    assert_ne!(
+        adapted, plain,
+        "the profile as an adapter did not change the answer"
+    );
     // the profile exports as a LoRA adapter that llama.cpp loads
     let lora = db.with_file_name("gardener.gguf");
     ok(run(

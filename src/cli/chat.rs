@@ -16,18 +16,26 @@ pub struct ChatArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub profile: ProfileArgs,
+    /// How the edit runs: `hook` (eval callback, every architecture), `lora` (the same edit as a rank-2
+    /// adapter inside llama.cpp's graph; not gemma2/3), `auto` (`lora` on a GPU where possible).
+    #[arg(long, value_enum, default_value_t = super::generate::Apply::Auto)]
+    pub apply: super::generate::Apply,
     /// A system message.
     #[arg(long)]
     pub system: Option<String>,
 }
 
 pub fn run(args: ChatArgs, global: &Global) -> anyhow::Result<()> {
-    let model = args.model.load(global)?;
-    let plan = args.profile.plan(&model, global)?;
-    let mut ctx = model.new_context(&args.model.context_params())?;
-    let personalised = plan.is_some();
-    if let Some(plan) = plan {
-        ctx.set_plan(plan)?;
+    let mut model = args.model.load(global)?;
+    let edit = args
+        .profile
+        .edit(&mut model, args.apply, args.model.gpu_layers, global)?;
+    let mut params = args.model.context_params();
+    params.hook = edit.as_ref().is_none_or(super::generate::Edit::needs_hook);
+    let mut ctx = model.new_context(&params)?;
+    let personalised = edit.is_some();
+    if let Some(edit) = &edit {
+        edit.install(&mut ctx)?;
     }
     let mut messages = Vec::new();
     if let Some(s) = &args.system {

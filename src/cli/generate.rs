@@ -7,10 +7,112 @@ use clap::Args;
 use std::sync::Arc;
 
 use super::{Global, ModelArgs};
-use crate::llm::{GenerateOptions, Model};
+use crate::llm::{Context, GenerateOptions, LoraId, Model};
 use crate::personalize::profile_plan;
 use crate::steer::EditPlan;
+use crate::steer::lora::export_lora;
 use crate::store::{ModelIdentity, Owner, Store};
+
+/// How a profile's edit runs (`--apply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Apply {
+    /// `lora` when the model's layers run on a GPU and its architecture allows it, else `hook`.
+    Auto,
+    /// The eval callback edits the MLP outputs: every architecture. On a GPU it copies each edited
+    /// output to host memory and back and keeps llama.cpp from replaying its CUDA graph, which costs
+    /// most of the decode speed of a small model there (README, "Measured").
+    Hook,
+    /// The same edit as a rank-2 LoRA adapter on `ffn_down`, applied inside llama.cpp's own graph with
+    /// no callback; not for architectures with a norm after the MLP (gemma2/3).
+    Lora,
+}
+
+impl Apply {
+    /// Whether to run the edit as an adapter, for a model whose MLP output is (not) followed by a
+    /// norm, with layers (not) on a GPU.
+    ///
+    /// # Errors
+    /// `lora` asked for an architecture where the edit is not a weight update.
+    pub fn use_lora(self, post_norm: bool, on_gpu: bool) -> anyhow::Result<bool> {
+        match self {
+            Apply::Hook => Ok(false),
+            Apply::Lora if post_norm => anyhow::bail!(
+                "`--apply lora`: this architecture has a norm after the MLP output, so the edit is \
+                 not a weight update and cannot run as an adapter\nhint: use `--apply hook`"
+            ),
+            Apply::Lora => Ok(true),
+            Apply::Auto => Ok(on_gpu && !post_norm),
+        }
+    }
+}
+
+/// A profile's edit, ready to install in a context.
+#[derive(Debug)]
+pub enum Edit {
+    /// Through the eval callback.
+    Hook(Arc<EditPlan>),
+    /// As an adapter loaded into the model.
+    Lora(LoraId),
+}
+
+impl Edit {
+    /// Prepare `plan` the way `apply` asks: for `lora`, export it as an adapter to a private temporary
+    /// directory, load it into `model` and delete the file.
+    ///
+    /// # Errors
+    /// See [`Apply::use_lora`]; export or load failures.
+    pub fn prepare(
+        model: &mut Model,
+        plan: Arc<EditPlan>,
+        apply: Apply,
+        gpu_layers: i32,
+    ) -> anyhow::Result<Edit> {
+        let on_gpu = gpu_layers != 0 && crate::llm::devices().iter().any(|d| !d.cpu);
+        if !apply.use_lora(model.mlp_node().post_norm, on_gpu)? {
+            return Ok(Edit::Hook(plan));
+        }
+        let dir = private_temp_dir()?;
+        let file = dir.join("profile.gguf");
+        let arch = model.info().arch.clone();
+        let loaded = export_lora(model.path(), &arch, model.mlp_node(), &plan, &file)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| Ok(model.load_lora(&file)?));
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(Edit::Lora(loaded?))
+    }
+
+    /// Whether a context for this edit needs the eval callback.
+    pub fn needs_hook(&self) -> bool {
+        matches!(self, Edit::Hook(_))
+    }
+
+    /// Install the edit in `ctx` (clears its KV cache when that changes what it holds).
+    ///
+    /// # Errors
+    /// As [`Context::set_plan`] and [`Context::set_lora`].
+    pub fn install(&self, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+        match self {
+            Edit::Hook(plan) => ctx.set_plan(plan.clone())?,
+            Edit::Lora(id) => ctx.set_lora(Some((*id, 1.0)))?,
+        }
+        Ok(())
+    }
+}
+
+/// A new directory only this user can read, under the system's temporary directory: the adapter
+/// holds the user's personal directions and lives there only until llama.cpp has read it.
+fn private_temp_dir() -> anyhow::Result<std::path::PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!("chameleon-{}-{nanos}", std::process::id()));
+    let mut b = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(&dir)
+        .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
 
 /// Whose profile edits the model, shared by `generate` and `chat`.
 #[derive(Debug, Clone, Args)]
@@ -74,6 +176,22 @@ impl ProfileArgs {
             &profile, self.alpha, self.beta,
         )?)))
     }
+
+    /// The edit these flags ask for, prepared for `model` (`None`: answer unedited).
+    ///
+    /// # Errors
+    /// As [`ProfileArgs::plan`] and [`Edit::prepare`].
+    pub fn edit(
+        &self,
+        model: &mut Model,
+        apply: Apply,
+        gpu_layers: i32,
+        global: &Global,
+    ) -> anyhow::Result<Option<Edit>> {
+        self.plan(model, global)?
+            .map(|plan| Edit::prepare(model, plan, apply, gpu_layers))
+            .transpose()
+    }
 }
 
 /// Options of one generation, shared by `generate` and `chat`.
@@ -125,27 +243,35 @@ pub struct GenerateArgs {
     pub raw: bool,
     #[command(flatten)]
     pub profile: ProfileArgs,
+    /// How the edit runs: `hook` (eval callback, every architecture), `lora` (the same edit as a rank-2
+    /// adapter inside llama.cpp's graph; not gemma2/3), `auto` (`lora` on a GPU where possible).
+    #[arg(long, value_enum, default_value_t = Apply::Auto)]
+    pub apply: Apply,
     /// Print the unedited answer and the personalised one, one after the other.
     #[arg(long)]
     pub compare: bool,
 }
 
 pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
-    let model = args.model.load(global)?;
-    let plan = args.profile.plan(&model, global)?;
-    let mut ctx = model.new_context(&args.model.context_params())?;
+    let mut model = args.model.load(global)?;
+    let edit = args
+        .profile
+        .edit(&mut model, args.apply, args.model.gpu_layers, global)?;
+    let mut params = args.model.context_params();
+    params.hook = edit.as_ref().is_none_or(Edit::needs_hook);
+    let mut ctx = model.new_context(&params)?;
     let prompt = if args.raw {
         args.prompt.clone()
     } else {
         model.chat_prompt(args.system.as_deref(), &args.prompt)?
     };
     if args.compare {
-        let Some(plan) = plan else {
+        let Some(edit) = edit else {
             anyhow::bail!("`--compare` needs a profile (`--user NAME` or `--profile group:NAME`)");
         };
         let opts = args.sampling.options();
         let plain = ctx.generate(&prompt, &opts, |_| {})?;
-        ctx.set_plan(plan)?;
+        edit.install(&mut ctx)?;
         let edited = ctx.generate(&prompt, &opts, |_| {})?;
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -156,8 +282,8 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
         )?;
         return Ok(());
     }
-    if let Some(plan) = plan {
-        ctx.set_plan(plan)?;
+    if let Some(edit) = &edit {
+        edit.install(&mut ctx)?;
     }
     let mut out = std::io::stdout().lock();
     let mut io_err = None;
@@ -173,4 +299,20 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
     }
     writeln!(out)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Apply;
+
+    #[test]
+    fn auto_takes_the_adapter_only_on_a_gpu_without_a_post_mlp_norm() {
+        assert!(Apply::Auto.use_lora(false, true).unwrap());
+        assert!(!Apply::Auto.use_lora(false, false).unwrap());
+        assert!(!Apply::Auto.use_lora(true, true).unwrap());
+        assert!(!Apply::Hook.use_lora(false, true).unwrap());
+        assert!(Apply::Lora.use_lora(false, false).unwrap());
+        let e = Apply::Lora.use_lora(true, false).unwrap_err().to_string();
+        assert!(e.contains("--apply hook"), "{e}");
+    }
 }

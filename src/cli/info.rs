@@ -18,6 +18,7 @@ pub fn run(args: InfoArgs, global: &Global) -> anyhow::Result<()> {
     let info = model.info();
     let node = model.mlp_node();
     let fingerprint = model.fingerprint()?.to_string();
+    let devices = crate::llm::devices();
     if args.json {
         let v = serde_json::json!({
             "path": model.path(),
@@ -25,6 +26,8 @@ pub fn run(args: InfoArgs, global: &Global) -> anyhow::Result<()> {
             "fingerprint": fingerprint,
             "mlp_output_node": node.name,
             "lora_exportable": !node.post_norm,
+            "devices": devices,
+            "gpu_layers": args.model.gpu_layers,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -61,6 +64,21 @@ pub fn run(args: InfoArgs, global: &Global) -> anyhow::Result<()> {
             );
         }
         None => println!("chat template: none (ChatML is used)"),
+    }
+    let names: Vec<String> = devices
+        .iter()
+        .map(|d| format!("{} ({})", d.name, d.description))
+        .collect();
+    println!("devices:       {}", names.join(", "));
+    if devices.iter().all(|d| d.cpu) {
+        println!(
+            "gpu layers:    none (a CPU build; `cargo build --features cuda|metal|vulkan` for a GPU)"
+        );
+    } else {
+        println!(
+            "gpu layers:    {} (`--gpu-layers N`, -1 = all)",
+            args.model.gpu_layers
+        );
     }
     Ok(())
 }

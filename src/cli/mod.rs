@@ -55,11 +55,12 @@ pub struct ModelArgs {
     /// CPU threads for llama.cpp [default: all cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Layers to offload to the GPU in CUDA/Metal/Vulkan builds (-1 = all).
+    /// Layers to offload to the GPU in CUDA/Metal/Vulkan builds: -1 = all, 0 = none (CPU only).
+    /// CPU builds ignore it.
     #[arg(
         long,
         value_name = "N",
-        default_value_t = 0,
+        default_value_t = -1,
         allow_negative_numbers = true
     )]
     pub gpu_layers: i32,

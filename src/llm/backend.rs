@@ -42,3 +42,48 @@ unsafe extern "C" fn log_sink(
     let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
     let _ = std::io::stderr().write_all(bytes);
 }
+
+/// One compute device llama.cpp was built with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Device {
+    /// llama.cpp's name for it (`CPU`, `CUDA0`, `Metal`, `Vulkan0`, ...).
+    pub name: String,
+    /// What the driver calls it (the CPU model, the GPU's product name).
+    pub description: String,
+    /// Whether it is the host CPU (edits there touch the tensor in place; elsewhere they are copied).
+    pub cpu: bool,
+}
+
+/// The devices of this build, CPU included, in llama.cpp's order.
+pub fn devices() -> Vec<Device> {
+    init();
+    let text = |p: *const c_char| {
+        if p.is_null() {
+            String::new()
+        } else {
+            // SAFETY: ggml returns NUL-terminated strings owned by the device, alive for the process.
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        }
+    };
+    // SAFETY: the backend registry is initialised (`init`); every index below the count is valid
+    // and the getters only read the device's static description.
+    unsafe {
+        (0..sys::ggml_backend_dev_count())
+            .map(|i| {
+                let dev = sys::ggml_backend_dev_get(i);
+                Device {
+                    name: text(sys::ggml_backend_dev_name(dev)),
+                    description: text(sys::ggml_backend_dev_description(dev)),
+                    cpu: sys::ggml_backend_dev_type(dev) == sys::GGML_BACKEND_DEVICE_TYPE_CPU,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Whether this build can offload layers to a GPU (`--gpu-layers`).
+pub fn gpu_offload() -> bool {
+    init();
+    // SAFETY: no preconditions beyond the initialised backend.
+    unsafe { sys::llama_supports_gpu_offload() }
+}

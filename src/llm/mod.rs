@@ -22,7 +22,7 @@ mod gguf_io;
 mod hook;
 mod model;
 
-pub use backend::set_verbose;
+pub use backend::{Device, devices, gpu_offload, set_verbose};
 pub use context::{
     Capture, CaptureRequest, Context, ContextParams, GenerateOptions, Generation, StopReason,
 };

@@ -18,10 +18,18 @@ use super::hook::{MlpNode, mlp_node};
 pub type Token = i32;
 
 /// How to load a model.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ModelParams {
-    /// Layers to offload to the GPU (CUDA/Metal/Vulkan builds); -1 offloads all, 0 none.
+    /// Layers to offload to the GPU (CUDA/Metal/Vulkan builds); -1 offloads all, 0 none. CPU builds
+    /// ignore it.
     pub gpu_layers: i32,
+}
+
+impl Default for ModelParams {
+    /// Every layer on the GPU when the build has one, as llama.cpp does.
+    fn default() -> Self {
+        ModelParams { gpu_layers: -1 }
+    }
 }
 
 /// What `chameleon info` shows about a model.
