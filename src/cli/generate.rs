@@ -78,7 +78,18 @@ impl Edit {
             .map_err(anyhow::Error::from)
             .and_then(|_| Ok(model.load_lora(&file)?));
         let _ = std::fs::remove_dir_all(&dir);
-        Ok(Edit::Lora(loaded?))
+        match loaded {
+            Ok(id) => Ok(Edit::Lora(id)),
+            // `auto` only chose the adapter for speed: a model it cannot be written for (a mixture of
+            // experts has no single `ffn_down`, say) still gets the edit, through the hook
+            Err(e) if apply == Apply::Auto => {
+                eprintln!(
+                    "note: the profile cannot run as an adapter here ({e:#}); using the hook"
+                );
+                Ok(Edit::Hook(plan))
+            }
+            Err(e) => Err(e.context("`--apply lora`")),
+        }
     }
 
     /// Whether a context for this edit needs the eval callback.
