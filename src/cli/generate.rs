@@ -19,8 +19,8 @@ pub enum Apply {
     /// `lora` when the model's layers run on a GPU and its architecture allows it, else `hook`.
     Auto,
     /// The eval callback edits the MLP outputs: every architecture. On a GPU it copies each edited
-    /// output to host memory and back and keeps llama.cpp from replaying its CUDA graph, which costs
-    /// most of the decode speed of a small model there (README, "Measured").
+    /// output to host memory and back and splits llama.cpp's graph: about 1 ms a token on an H100,
+    /// most of a small model's decode time there (README, "Measured").
     Hook,
     /// The same edit as a rank-2 LoRA adapter on `ffn_down`, applied inside llama.cpp's own graph with
     /// no callback; not for architectures with a norm after the MLP (gemma2/3).
