@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 
 use clap::Args;
 
-use super::generate::{ProfileArgs, SamplingArgs};
+use super::generate::{ApplyArgs, Edit, ProfileArgs, SamplingArgs};
 use super::{Global, ModelArgs};
 use crate::llm::ChatMessage;
 
@@ -16,10 +16,8 @@ pub struct ChatArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub profile: ProfileArgs,
-    /// How the edit runs: `hook` (eval callback, every architecture), `lora` (the same edit as a rank-2
-    /// adapter inside llama.cpp's graph; not gemma2/3), `auto` (`lora` on a GPU where possible).
-    #[arg(long, value_enum, default_value_t = super::generate::Apply::Auto)]
-    pub apply: super::generate::Apply,
+    #[command(flatten)]
+    pub apply: ApplyArgs,
     /// A system message.
     #[arg(long)]
     pub system: Option<String>,
@@ -29,9 +27,9 @@ pub fn run(args: ChatArgs, global: &Global) -> anyhow::Result<()> {
     let mut model = args.model.load(global)?;
     let edit = args
         .profile
-        .edit(&mut model, args.apply, args.model.gpu_layers, global)?;
+        .edit(&mut model, &args.apply, args.model.gpu_layers, global)?;
     let mut params = args.model.context_params();
-    params.hook = edit.as_ref().is_none_or(super::generate::Edit::needs_hook);
+    params.hook = edit.as_ref().is_none_or(Edit::needs_hook);
     let mut ctx = model.new_context(&params)?;
     let personalised = edit.is_some();
     if let Some(edit) = &edit {

@@ -46,6 +46,15 @@ impl Apply {
     }
 }
 
+/// `--apply`, shared by `generate` and `chat` (not by `profile export` / `inspect`, which need one way).
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// How the edit runs: `hook` (eval callback, every architecture), `lora` (the same edit as a rank-2
+    /// adapter inside llama.cpp's graph; not gemma2/3), `auto` (`lora` on a GPU where possible).
+    #[arg(long, value_enum, default_value_t = Apply::Auto)]
+    pub apply: Apply,
+}
+
 /// A profile's edit, ready to install in a context.
 #[derive(Debug)]
 pub enum Edit {
@@ -67,7 +76,7 @@ impl Edit {
         apply: Apply,
         gpu_layers: i32,
     ) -> anyhow::Result<Edit> {
-        let on_gpu = gpu_layers != 0 && crate::llm::devices().iter().any(|d| !d.cpu);
+        let on_gpu = gpu_layers != 0 && crate::llm::gpu_offload();
         if !apply.use_lora(model.mlp_node().post_norm, on_gpu)? {
             return Ok(Edit::Hook(plan));
         }
@@ -195,12 +204,12 @@ impl ProfileArgs {
     pub fn edit(
         &self,
         model: &mut Model,
-        apply: Apply,
+        apply: &ApplyArgs,
         gpu_layers: i32,
         global: &Global,
     ) -> anyhow::Result<Option<Edit>> {
         self.plan(model, global)?
-            .map(|plan| Edit::prepare(model, plan, apply, gpu_layers))
+            .map(|plan| Edit::prepare(model, plan, apply.apply, gpu_layers))
             .transpose()
     }
 }
@@ -254,10 +263,8 @@ pub struct GenerateArgs {
     pub raw: bool,
     #[command(flatten)]
     pub profile: ProfileArgs,
-    /// How the edit runs: `hook` (eval callback, every architecture), `lora` (the same edit as a rank-2
-    /// adapter inside llama.cpp's graph; not gemma2/3), `auto` (`lora` on a GPU where possible).
-    #[arg(long, value_enum, default_value_t = Apply::Auto)]
-    pub apply: Apply,
+    #[command(flatten)]
+    pub apply: ApplyArgs,
     /// Print the unedited answer and the personalised one, one after the other.
     #[arg(long)]
     pub compare: bool,
@@ -267,7 +274,7 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
     let mut model = args.model.load(global)?;
     let edit = args
         .profile
-        .edit(&mut model, args.apply, args.model.gpu_layers, global)?;
+        .edit(&mut model, &args.apply, args.model.gpu_layers, global)?;
     let mut params = args.model.context_params();
     params.hook = edit.as_ref().is_none_or(Edit::needs_hook);
     let mut ctx = model.new_context(&params)?;
