@@ -9,7 +9,8 @@ other split's users (a group run).
 Pairs: how many have two different replies, and of those how many give the same tag once the history
 block's format is removed (mirrors `prompts::pair_answer`), how many hold two tags of the list.
 Insights: how many hold a history label or a list number, how many do not start as asked, how many
-neutral ones are the fallback sentence.
+neutral ones are the fallback sentence; and whether users whose personal insight is only an opening
+get differing pairs (and so a profile) less often than the others.
 """
 import re
 import sqlite3
@@ -81,6 +82,22 @@ def main():
         opening = sum(t.strip().endswith(":") for t in texts)
         print(f"{kind} insights {len(texts)}: history label or list number {echo}, "
               f"not starting as asked {unasked}, fallback sentence {fallback}, only an opening ending in ':' {opening}")
+
+    # does the personal insight's content decide whether a user's pairs differ? users whose personal
+    # insight is only an opening ("This user likes the following items:") against the others
+    opening_users = {u for u, t in c.execute("SELECT user_id, text FROM insights WHERE prompt_version = ? "
+                                              "AND kind = 'personal' " + of_split, (version, users))
+                     if t.strip().endswith(":")}
+    per_user = c.execute("SELECT user_id, SUM(personal <> neutral), COUNT(*) FROM pairs WHERE prompt_version = ? "
+                         "AND query LIKE 'Which one of these tags%' AND history_hash NOT LIKE '%/answers=reasoned/%' "
+                         + of_split + " GROUP BY user_id", (version, users)).fetchall()
+    profiled = {u for (u,) in c.execute("SELECT DISTINCT user_id FROM profiles WHERE user_id IS NOT NULL")}
+    for name, keep in [("only an opening", lambda u: u in opening_users),
+                       ("with content", lambda u: u not in opening_users)]:
+        rows = [(u, d, n) for u, d, n in per_user if keep(u)]
+        print(f"users whose personal insight is {name}: {len(rows)}; their pairs differ "
+              f"{sum(d for _, d, _ in rows)} of {sum(n for _, _, n in rows)}; users with a stored profile "
+              f"{sum(u in profiled for u, _, _ in rows)}")
 
 
 if __name__ == "__main__":
