@@ -667,6 +667,7 @@ impl<'a> Personalizer<'a> {
                 &hash,
                 params.answer_tokens,
                 params.pair_answers,
+                prep.family,
                 &insights,
             ),
         };
@@ -698,7 +699,10 @@ impl<'a> Personalizer<'a> {
                     Some(&prompts::personalised_instruction(&insights[0])),
                 )?;
                 self.ensure_prefix(&prefix)?;
-                let personal = self.pair_answer(&prep, labels, &personal_suffix, params)?;
+                let mut personal = self.pair_answer(&prep, labels, &personal_suffix, params)?;
+                if prep.family == TaskFamily::FreeText && prompts::no_answer(&personal) {
+                    personal.clear(); // the pair is dropped ([`prompts::no_answer`])
+                }
                 self.check_interrupt()?;
                 let (_, neutral_suffix) = self.pair_prompt(
                     &prep,
@@ -1044,12 +1048,13 @@ fn insight_cache_key(history_hash: &str, insight_tokens: usize) -> String {
     format!("{history_hash}/insight_tokens={insight_tokens}")
 }
 
-/// The cache key of a user's pairs: what the prompts showed (history, both insights) and how long an
-/// answer may be.
+/// The cache key of a user's pairs: what the prompts showed (history, both insights), how long an
+/// answer may be, and how a reply becomes a pair answer.
 fn pair_cache_key(
     history_hash: &str,
     answer_tokens: usize,
     answers: PairAnswers,
+    family: TaskFamily,
     insights: &[String; 2],
 ) -> String {
     use sha2::{Digest, Sha256};
@@ -1064,7 +1069,14 @@ fn pair_cache_key(
         PairAnswers::Label => "",
         PairAnswers::Reasoned => "/answers=reasoned",
     };
-    format!("{history_hash}/answer_tokens={answer_tokens}{form}/insights={digest}")
+    // free-text answers are tidied, and pairs whose personalised reply is no answer dropped, since
+    // version 3 was measured ([`prompts::free_text_answer`], [`prompts::no_answer`]); the other
+    // families' pairs keep their key, so their stores stay reused
+    let tidied = match family {
+        TaskFamily::FreeText => "/free=tidy",
+        TaskFamily::Classification | TaskFamily::Rating => "",
+    };
+    format!("{history_hash}/answer_tokens={answer_tokens}{form}{tidied}/insights={digest}")
 }
 
 fn check_params(p: &FitParams, n_layer: usize) -> Result<(), PersonalizeError> {
@@ -1169,18 +1181,25 @@ mod tests {
         assert_ne!(insight_cache_key("h", 32), insight_cache_key("h", 64));
         assert_ne!(insight_cache_key("h", 32), insight_cache_key("g", 32));
         let label = PairAnswers::Label;
-        let k = pair_cache_key("h", 16, label, &ins);
-        assert_eq!(k, pair_cache_key("h", 16, label, &ins));
-        assert_ne!(k, pair_cache_key("h", 24, label, &ins));
-        assert_ne!(k, pair_cache_key("g", 16, label, &ins));
-        assert_ne!(k, pair_cache_key("h", 16, PairAnswers::Reasoned, &ins));
+        const C: TaskFamily = TaskFamily::Classification;
+        let k = pair_cache_key("h", 16, label, C, &ins);
+        assert_eq!(k, pair_cache_key("h", 16, label, C, &ins));
+        assert_ne!(k, pair_cache_key("h", 24, label, C, &ins));
+        assert_ne!(k, pair_cache_key("g", 16, label, C, &ins));
+        assert_ne!(k, pair_cache_key("h", 16, PairAnswers::Reasoned, C, &ins));
         let other = ["likes coffee".to_string(), "be neutral".to_string()];
-        assert_ne!(k, pair_cache_key("h", 16, label, &other));
+        assert_ne!(k, pair_cache_key("h", 16, label, C, &other));
         // the two insights are kept apart: moving text from one to the other is another key
         let shifted = ["likes tea be".to_string(), "neutral".to_string()];
-        assert_ne!(k, pair_cache_key("h", 16, label, &shifted));
+        assert_ne!(k, pair_cache_key("h", 16, label, C, &shifted));
         // label answers keep the key stores written before reasons existed hold
         assert!(k.starts_with("h/answer_tokens=16/insights="), "{k}");
+        assert_eq!(k, pair_cache_key("h", 16, label, TaskFamily::Rating, &ins));
+        // free-text pairs tidied by `free_text_answer` are not read from before it
+        assert_ne!(
+            k,
+            pair_cache_key("h", 16, label, TaskFamily::FreeText, &ins)
+        );
     }
 
     #[test]

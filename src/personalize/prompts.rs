@@ -201,20 +201,7 @@ pub fn tidy_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String
             cut = cut.min(lead.len() + i);
         }
     }
-    let kept = &text[..cut];
-
-    let mut seen = std::collections::HashSet::new();
-    let mut sentences: Vec<&str> = Vec::new();
-    for s in split_sentences(kept) {
-        if seen.insert(s.to_lowercase()) {
-            sentences.push(s);
-        }
-    }
-    let finished = |s: &str| s.ends_with(['.', '!', '?']);
-    if sentences.len() > 1 && !finished(sentences[sentences.len() - 1]) {
-        sentences.pop();
-    }
-    let tidy = sentences.join(" ");
+    let tidy = once_each(&text[..cut]);
 
     let said = tidy.strip_prefix(lead).unwrap_or(&tidy);
     let words = said
@@ -225,6 +212,23 @@ pub fn tidy_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String
         return format!("{lead} would {}.", generic_behaviour(family));
     }
     tidy
+}
+
+/// The sentences of `text` with repeats left out, and without an unfinished last sentence when a
+/// finished one comes before it, joined by single spaces.
+fn once_each(text: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let mut sentences: Vec<&str> = Vec::new();
+    for s in split_sentences(text) {
+        if seen.insert(s.to_lowercase()) {
+            sentences.push(s);
+        }
+    }
+    let finished = |s: &str| s.ends_with(['.', '!', '?']);
+    if sentences.len() > 1 && !finished(sentences[sentences.len() - 1]) {
+        sentences.pop();
+    }
+    sentences.join(" ")
 }
 
 /// Byte offset where `text` starts to loop, as small models do: the third of three equal words in a
@@ -372,7 +376,7 @@ pub fn answer_lead(family: TaskFamily) -> &'static str {
 ///   else the reply's first line: a tag in the model's own words ("science fiction") still says which
 ///   tag the model chose;
 /// - rating: the 1-5 rating found first ([`crate::eval::metrics::first_rating`]), else nothing;
-/// - free text: the text that is left.
+/// - free text: [`free_text_answer`] of the text that is left.
 pub fn pair_answer(family: TaskFamily, labels: Option<&[&str]>, reply: &str) -> String {
     let mut text = reply.trim();
     while let Some(rest) = ANSWER_LABELS
@@ -391,8 +395,66 @@ pub fn pair_answer(family: TaskFamily, labels: Option<&[&str]>, reply: &str) -> 
         TaskFamily::Rating => crate::eval::metrics::first_rating(text)
             .unwrap_or_default()
             .to_string(),
-        TaskFamily::FreeText => text.to_string(),
+        TaskFamily::FreeText => free_text_answer(text),
     }
+}
+
+/// Openings of a reply that declines the request instead of answering it.
+const REFUSALS: [&str; 8] = [
+    "i'm unable to",
+    "i am unable to",
+    "i'm not able to",
+    "i am not able to",
+    "i cannot provide",
+    "i can't provide",
+    "i'm not familiar with",
+    "as an ai",
+];
+
+/// Words that, after an apology at a reply's start, make it a refusal.
+const UNABLE: [&str; 6] = [
+    "unable",
+    "not able",
+    "cannot",
+    "can't",
+    "not familiar",
+    "don't have",
+];
+
+/// A free-text pair answer (a paraphrase, a reply in the user's style): the text after an opening
+/// "This user's answer:", cut where it starts to loop (SmolLM2: "@united @united @united ..."), without
+/// repeated sentences or an unfinished end.
+pub fn free_text_answer(text: &str) -> String {
+    let text = text.trim();
+    // "This user's answer: ..." is an answer in the insight's words, as "The user's answer:" is in the
+    // history block's (stripped before this)
+    let text = text
+        .strip_prefix("This user's answer:")
+        .map_or(text, str::trim_start);
+    let cut = loop_start(text).unwrap_or(text.len());
+    once_each(&text[..cut])
+}
+
+/// Whether a free-text reply is no answer to the request: a refusal ("I'm sorry, but I'm unable to
+/// provide ...", "As an AI ...", an apology whose first sentence says it cannot), or an insight written
+/// again instead of the answer ("This user's personal characteristics and preferences are: ...").
+/// The fit drops a pair whose personalised reply is one of these: the personal direction is fitted on
+/// the personalised replies alone, and would learn "talk about the user" or "decline" rather than the
+/// user (SmolLM2 on LaMP-7: README, Findings). A neutral reply that declines stays: it is what the
+/// generic assistant does, and it enters only the generic direction's contrast.
+pub fn no_answer(text: &str) -> bool {
+    let text = text.trim();
+    let lower = text.to_lowercase();
+    let first = split_sentences(&lower).first().copied().unwrap_or("");
+    let apology = ["i'm sorry", "i am sorry", "i apologize", "sorry,"]
+        .iter()
+        .any(|a| first.starts_with(a));
+    let refusal = REFUSALS.iter().any(|r| lower.starts_with(r))
+        || (apology && UNABLE.iter().any(|u| first.contains(u)));
+    let insight = [InsightKind::Personal, InsightKind::Neutral]
+        .iter()
+        .any(|&k| text.starts_with(insight_lead(k)));
+    refusal || insight
 }
 
 /// The words between a pair answer and the reason the model gives for it, when pairs carry reasons
@@ -744,6 +806,41 @@ mod tests {
             "late again, thanks a lot"
         );
         assert_eq!(pair_answer(f, None, "   "), "");
+    }
+
+    #[test]
+    fn free_text_answers_are_tidied_and_non_answers_known() {
+        let f = |t: &str| pair_answer(TaskFamily::FreeText, None, t);
+        // the answer, cut where it loops, each sentence once
+        assert_eq!(
+            f("@united Late again. Thanks a lot. Late again. Thanks a lot. Late"),
+            "@united Late again. Thanks a lot."
+        );
+        assert_eq!(f("@united @united @united @united @united"), "@united");
+        assert_eq!(
+            f("This user's answer: Solaris, slow and strange."),
+            "Solaris, slow and strange."
+        );
+        // answers, though they complain or apologise
+        for answer in [
+            "I can't believe @united lost my bag",
+            "Sorry @united, but my flight is late",
+            "I'm sorry for your loss. Here are a few ideas that might fit your style.",
+        ] {
+            assert_eq!(f(answer), answer);
+            assert!(!no_answer(answer), "{answer}");
+        }
+        // no answers: refusals (SmolLM2's own words) and an insight instead of the answer
+        for declined in [
+            "I'm sorry for your loss, but I'm unable to provide you with the information you're looking for.",
+            "I'm sorry, I'm not familiar with your request.\n\nI'm sorry, I'm not familiar with your request.",
+            "I'm unable to paraphrase this text.",
+            "As an AI, I have no opinion on airlines.",
+            "This user's personal characteristics and preferences are:\n1. They're a personal assistant",
+            "A generic answer would be polite.",
+        ] {
+            assert!(no_answer(&f(declined)), "{declined}");
+        }
     }
 
     #[test]
