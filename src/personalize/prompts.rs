@@ -399,8 +399,11 @@ pub fn pair_answer(family: TaskFamily, labels: Option<&[&str]>, reply: &str) -> 
     }
 }
 
-/// Openings of a reply that declines the request instead of answering it.
-const REFUSALS: [&str; 8] = [
+/// Openings of a reply that declines the request, or repeats its instruction, instead of answering it.
+const REFUSALS: [&str; 10] = [
+    // the instruction said again
+    "you are a personalised assistant",
+    "you're a personal",
     "i'm unable to",
     "i am unable to",
     "i'm not able to",
@@ -422,8 +425,9 @@ const UNABLE: [&str; 6] = [
 ];
 
 /// A free-text pair answer (a paraphrase, a reply in the user's style): the text after an opening
-/// "This user's answer:", cut where it starts to loop (SmolLM2: "@united @united @united ..."), without
-/// repeated sentences or an unfinished end.
+/// "This user's answer:" or list number, cut where the next numbered item starts (the history block's
+/// format) or where it starts to loop (SmolLM2: "@united @united @united ..."), without repeated
+/// sentences or an unfinished end.
 pub fn free_text_answer(text: &str) -> String {
     let text = text.trim();
     // "This user's answer: ..." is an answer in the insight's words, as "The user's answer:" is in the
@@ -431,13 +435,25 @@ pub fn free_text_answer(text: &str) -> String {
     let text = text
         .strip_prefix("This user's answer:")
         .map_or(text, str::trim_start);
-    let cut = loop_start(text).unwrap_or(text.len());
+    // the history block's numbering: "1. The film: Solaris\n2. ..." answers "The film: Solaris"
+    let text = match list_item_start(text) {
+        Some(0) => text
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start_matches('.')
+            .trim_start(),
+        _ => text,
+    };
+    let mut cut = loop_start(text).unwrap_or(text.len());
+    if let Some(i) = list_item_start(text) {
+        cut = cut.min(i);
+    }
     once_each(&text[..cut])
 }
 
 /// Whether a free-text reply is no answer to the request: a refusal ("I'm sorry, but I'm unable to
-/// provide ...", "As an AI ...", an apology whose first sentence says it cannot), or an insight written
-/// again instead of the answer ("This user's personal characteristics and preferences are: ...").
+/// provide ...", "As an AI ...", an apology whose first sentence says it cannot), its instruction said
+/// again ("You're a personal assistant for this user. ..."), or an insight written again instead of the
+/// answer ("This user's personal characteristics and preferences are: ...").
 /// The fit drops a pair whose personalised reply is one of these: the personal direction is fitted on
 /// the personalised replies alone, and would learn "talk about the user" or "decline" rather than the
 /// user (SmolLM2 on LaMP-7: README, Findings). A neutral reply that declines stays: it is what the
@@ -821,6 +837,11 @@ mod tests {
             f("This user's answer: Solaris, slow and strange."),
             "Solaris, slow and strange."
         );
+        assert_eq!(
+            f("1. The film: 2001: A Space Odyssey\n2. The Matrix"),
+            "The film: 2001: A Space Odyssey"
+        );
+        assert_eq!(f("Flight 12. Late again."), "Flight 12. Late again.");
         // answers, though they complain or apologise
         for answer in [
             "I can't believe @united lost my bag",
@@ -838,6 +859,7 @@ mod tests {
             "As an AI, I have no opinion on airlines.",
             "This user's personal characteristics and preferences are:\n1. They're a personal assistant",
             "A generic answer would be polite.",
+            "You're a personal assistant for this user. What you know about them: ...",
         ] {
             assert!(no_answer(&f(declined)), "{declined}");
         }
