@@ -37,8 +37,10 @@ const EMBED_BATCH: usize = 16;
 
 /// The version of the fit's own rules (which queries make pairs, how directions are found), recorded
 /// with each profile: the evaluation refits profiles of another version. 2: queries are tried until
-/// `max_queries` pairs differ.
-pub const FIT_VERSION: u32 = 2;
+/// `max_queries` pairs differ. 3: free-text pair answers are tidied and a pair whose personalised reply
+/// is no answer is dropped ([`prompts::free_text_answer`], [`prompts::no_answer`]); the other families'
+/// stored pairs are read again as they are, so their refits give the profiles they had.
+pub const FIT_VERSION: u32 = 3;
 
 /// Offline queries tried per wanted pair, at most: a model that answers a query the same way with and
 /// without the insight gives a pair that is dropped, and the next query is tried instead.
