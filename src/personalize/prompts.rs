@@ -452,8 +452,9 @@ pub fn free_text_answer(text: &str) -> String {
 
 /// Whether a free-text reply is no answer to the request: a refusal ("I'm sorry, but I'm unable to
 /// provide ...", "As an AI ...", an apology whose first sentence says it cannot), its instruction said
-/// again ("You're a personal assistant for this user. ..."), or an insight written again instead of the
-/// answer ("This user's personal characteristics and preferences are: ...").
+/// again ("You're a personal assistant for this user. ..."), an insight written again instead of the
+/// answer ("This user's personal characteristics and preferences are: ..."), or only an opening that
+/// ends in a colon.
 /// The fit drops a pair whose personalised reply is one of these: the personal direction is fitted on
 /// the personalised replies alone, and would learn "talk about the user" or "decline" rather than the
 /// user (SmolLM2 on LaMP-7: README, Findings). A neutral reply that declines stays: it is what the
@@ -470,7 +471,10 @@ pub fn no_answer(text: &str) -> bool {
     let insight = [InsightKind::Personal, InsightKind::Neutral]
         .iter()
         .any(|&k| text.starts_with(insight_lead(k)));
-    refusal || insight
+    // only an opening, whatever it opens ("The user's personal characteristics and preferences are:",
+    // its list cut by `free_text_answer`)
+    let opening = text.ends_with(':');
+    refusal || insight || opening
 }
 
 /// The words between a pair answer and the reason the model gives for it, when pairs carry reasons
@@ -860,6 +864,7 @@ mod tests {
             "This user's personal characteristics and preferences are:\n1. They're a personal assistant",
             "A generic answer would be polite.",
             "You're a personal assistant for this user. What you know about them: ...",
+            "The user's personal characteristics and preferences are:\n1. Loyal\n2. Patient",
         ] {
             assert!(no_answer(&f(declined)), "{declined}");
         }
