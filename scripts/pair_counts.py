@@ -25,6 +25,9 @@ BLOCK = ["Here is what this user did before", "Item:", "Review:", "Request:"] + 
 FALLBACKS = {"A generic answer would pick the most common, obvious label for an item.",
              "A generic answer would rate an item the way an average customer would.",
              "A generic answer would answer in a plain, standard, impersonal way."}
+# LaMP-2 label pairs of one prompt version (not reasoned ones)
+LABEL_PAIRS = ("prompt_version = ? AND query LIKE 'Which one of these tags%' "
+               "AND history_hash NOT LIKE '%/answers=reasoned/%' ")
 ECHO = re.compile(r"(Item:|Review:|The user's tag:|The user's rating:|The user wrote:|Request:|(^|\s)\d+\.\s)")
 
 
@@ -54,9 +57,8 @@ def main():
     users = f"%/{sys.argv[3]}/%" if len(sys.argv) > 3 else "%"
     of_split = "AND user_id IN (SELECT id FROM users WHERE name LIKE ?)"
     c = sqlite3.connect(db)
-    rows = c.execute("SELECT personal, neutral FROM pairs WHERE prompt_version = ? "
-                     "AND query LIKE 'Which one of these tags%' AND history_hash NOT LIKE '%/answers=reasoned/%' "
-                     + of_split, (version, users)).fetchall()
+    rows = c.execute("SELECT personal, neutral FROM pairs WHERE " + LABEL_PAIRS + of_split,
+                     (version, users)).fetchall()
     differ = [(answer(p), answer(n)) for p, n in rows if p.strip() != n.strip()]
     same = sum(a == b and a != "" for a, b in differ)
     empty = sum(a == "" or b == "" for a, b in differ)
@@ -88,8 +90,7 @@ def main():
     opening_users = {u for u, t in c.execute("SELECT user_id, text FROM insights WHERE prompt_version = ? "
                                               "AND kind = 'personal' " + of_split, (version, users))
                      if t.strip().endswith(":")}
-    per_user = c.execute("SELECT user_id, SUM(personal <> neutral), COUNT(*) FROM pairs WHERE prompt_version = ? "
-                         "AND query LIKE 'Which one of these tags%' AND history_hash NOT LIKE '%/answers=reasoned/%' "
+    per_user = c.execute("SELECT user_id, SUM(personal <> neutral), COUNT(*) FROM pairs WHERE " + LABEL_PAIRS
                          + of_split + " GROUP BY user_id", (version, users)).fetchall()
     profiled = {u for (u,) in c.execute("SELECT DISTINCT user_id FROM profiles WHERE user_id IS NOT NULL")}
     for name, keep in [("only an opening", lambda u: u in opening_users),
