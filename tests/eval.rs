@@ -86,13 +86,17 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     assert_eq!(lines.len(), 2 + METHODS.len(), "{table}");
     assert_eq!(
         lines[0],
-        "| method | accuracy | f1 | out of labels | s/question | fit s | no profile |"
+        "| method | accuracy | f1 | out of labels | s/question | fit s | no profile \
+         | Δ accuracy vs instruct [95% CI] | relative | changed |"
     );
+    let mut accuracy = std::collections::BTreeMap::new();
     for (line, method) in lines[2..].iter().zip(METHODS) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 12, "{line}");
         assert_eq!(cells[1], method, "{table}");
         let acc: f64 = cells[2].parse().unwrap();
         assert!((0.0..=1.0).contains(&acc), "{line}");
+        accuracy.insert(method, acc);
         let invalid: usize = cells[4].parse().unwrap();
         assert!(invalid <= 4, "{line}");
     }
@@ -137,6 +141,12 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
         without.sort_unstable();
         without.dedup();
         assert_eq!(without.len(), no_profile, "{method}: {line}");
+        // with one of the two users profiled, a line compares the method on that user's questions
+        assert_eq!(
+            table.contains(&format!("{method}, users with a profile (1 of 2, ")),
+            no_profile == 1,
+            "{table}"
+        );
     }
     // the edit changes answers: some edited answer differs from its unedited one
     let raw = |m: &str, id: &str| {
@@ -159,6 +169,36 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
         .any(|m| ids.iter().any(|id| raw(m, id) != raw("instruct", id))),
         "no edit changed any answer"
     );
+
+    // the comparison with `instruct`: its own row has none; every other row's difference is its
+    // accuracy minus `instruct`'s, inside its interval, and "changed" counts the raw answers that differ
+    for (line, method) in lines[2..].iter().zip(METHODS) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if method == "instruct" {
+            assert_eq!(cells[8..11], ["-", "-", "-"], "{line}");
+            continue;
+        }
+        let (delta, interval) = cells[8].split_once(' ').expect("Δ [low, high]");
+        let delta: f64 = delta.parse().unwrap();
+        let (low, high) = interval
+            .trim_matches(['[', ']'])
+            .split_once(", ")
+            .expect("[low, high]");
+        let (low, high): (f64, f64) = (low.parse().unwrap(), high.parse().unwrap());
+        assert!(
+            (delta - (accuracy[method] - accuracy["instruct"])).abs() < 0.0015,
+            "{line}"
+        );
+        assert!(low <= delta && delta <= high, "{line}");
+        let changed = ids
+            .iter()
+            .filter(|id| raw(method, id) != raw("instruct", id))
+            .count();
+        assert_eq!(cells[10], format!("{changed}/4"), "{line}");
+    }
+    let rows = doc["rows"].as_array().unwrap();
+    assert!(rows[0].get("vs_instruct").is_none());
+    assert_eq!(rows[1]["vs_instruct"]["metric"], "accuracy");
 
     // a second run answers nothing anew and generates nothing: same predictions, same stored rows
     let counts = || {

@@ -120,6 +120,70 @@ pub fn score<P: AsRef<str>, G: AsRef<str>>(
     }
 }
 
+/// Each question's part of the task's first metric (accuracy: 1 or 0; MAE: the absolute error, with
+/// the worst-case rule; ROUGE-1: its F-measure), scored exactly as [`score`] scores it, so that their
+/// mean is that metric. The second metrics (macro-F1, RMSE, ROUGE-L) are not means over questions.
+///
+/// # Errors
+/// As [`score`]; a bad gold's index is its position in `golds`.
+pub fn per_question<P: AsRef<str>, G: AsRef<str>>(
+    task: Task,
+    predictions: &[P],
+    golds: &[G],
+) -> Result<Vec<f64>, MetricError> {
+    check_pairs(predictions, golds)?;
+    predictions
+        .iter()
+        .zip(golds)
+        .enumerate()
+        .map(|(i, (p, g))| {
+            score(task, &[p.as_ref()], &[g.as_ref()])
+                .map(|s| s.named()[0].1)
+                .map_err(|e| match e {
+                    MetricError::GoldNotANumber { gold, .. } => {
+                        MetricError::GoldNotANumber { index: i, gold }
+                    }
+                    e => e,
+                })
+        })
+        .collect()
+}
+
+/// A paired difference of means with its percentile bootstrap interval.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct PairedDelta {
+    /// Mean of the differences.
+    pub delta: f64,
+    /// 2.5th percentile of the resampled means.
+    pub low: f64,
+    /// 97.5th percentile of the resampled means.
+    pub high: f64,
+}
+
+/// The mean of `diffs` (one per question, method minus baseline) and its 95% percentile bootstrap
+/// interval: `resamples` means of `diffs` drawn with replacement, seeded, so a report is reproducible.
+/// `None` when `diffs` is empty or `resamples` is 0.
+pub fn paired_bootstrap(diffs: &[f64], resamples: usize, seed: u64) -> Option<PairedDelta> {
+    use rand::{RngExt, SeedableRng};
+    if diffs.is_empty() || resamples == 0 {
+        return None;
+    }
+    let n = diffs.len();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut means: Vec<f64> = (0..resamples)
+        .map(|_| (0..n).map(|_| diffs[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_unstable_by(f64::total_cmp);
+    // the same order statistics as `sorted(means)[int(.025 R)]` and `[ceil(.975 R) - 1]`
+    let low = means[resamples * 25 / 1000];
+    let high = means[(resamples * 975).div_ceil(1000).max(1) - 1];
+    Some(PairedDelta {
+        delta: diffs.iter().sum::<f64>() / n as f64,
+        low,
+        high,
+    })
+}
+
 fn check_pairs<P, G>(predictions: &[P], golds: &[G]) -> Result<usize, MetricError> {
     if predictions.len() != golds.len() {
         return Err(MetricError::LengthMismatch {
@@ -742,5 +806,67 @@ mod tests {
         assert!(close(c.accuracy, 1.0 / 3.0));
         // dark comedy: F1 1; action: tp 0 fn 2 -> 0; violence: fp 1 -> 0; others 0
         assert!(close(c.macro_f1, 1.0 / 15.0));
+    }
+    #[test]
+    fn per_question_scores_average_to_the_first_metric() {
+        let labels_task: Task = "LaMP_2".parse().unwrap();
+        let (p, g) = (
+            ["comedy", "action", "junk"],
+            ["comedy", "comedy", "classic"],
+        );
+        assert_eq!(per_question(labels_task, &p, &g).unwrap(), [1.0, 0.0, 0.0]);
+        let rating: Task = "LaMP_3".parse().unwrap();
+        // |4-5|, |2-1|, unparsable against gold 2 scores the farther end, 5: 3
+        let errs = per_question(rating, &["4", "2", "x"], &["5", "1", "2"]).unwrap();
+        assert_eq!(errs, [1.0, 1.0, 3.0]);
+        let whole = score(rating, &["4", "2", "x"], &["5", "1", "2"])
+            .unwrap()
+            .named()[0]
+            .1;
+        assert!(close(errs.iter().sum::<f64>() / 3.0, whole));
+        let text: Task = "LaMP_7".parse().unwrap();
+        let (p, g) = (["the cat sat", "a dog"], ["the cat", "the dog ran"]);
+        let each = per_question(text, &p, &g).unwrap();
+        assert!(close(each[0], 0.8) && close(each[1], 0.4), "{each:?}");
+        let whole = score(text, &p, &g).unwrap().named()[0].1;
+        assert!(close((each[0] + each[1]) / 2.0, whole));
+        // a bad gold is named by its own index
+        assert_eq!(
+            per_question(rating, &["1", "2"], &["3", "x"]),
+            Err(MetricError::GoldNotANumber {
+                index: 1,
+                gold: "x".into()
+            })
+        );
+        assert_eq!(
+            per_question(rating, &["1"], &["3", "4"]),
+            Err(MetricError::LengthMismatch {
+                predictions: 1,
+                golds: 2
+            })
+        );
+    }
+
+    #[test]
+    fn paired_bootstrap_by_hand() {
+        assert_eq!(paired_bootstrap(&[], 100, 0), None);
+        assert_eq!(paired_bootstrap(&[1.0], 0, 0), None);
+        // no difference: a point interval at 0; a constant one: a point interval at it
+        let zero = paired_bootstrap(&[0.0; 7], 2000, 0).unwrap();
+        assert_eq!((zero.delta, zero.low, zero.high), (0.0, 0.0, 0.0));
+        let c = paired_bootstrap(&[-0.5; 4], 2000, 0).unwrap();
+        assert_eq!((c.delta, c.low, c.high), (-0.5, -0.5, -0.5));
+        // two questions, one gained: resampled means are 0, .5, 1 with chances 1/4, 1/2, 1/4, so the
+        // 2.5th and 97.5th percentiles of 2000 are 0 and 1
+        let two = paired_bootstrap(&[1.0, 0.0], 2000, 0).unwrap();
+        assert_eq!((two.delta, two.low, two.high), (0.5, 0.0, 1.0));
+        // one gain in 40 questions: the interval holds the mean, starts at 0 (no draw loses) and is
+        // reproducible for a seed
+        let mut diffs = vec![0.0; 40];
+        diffs[3] = 1.0;
+        let a = paired_bootstrap(&diffs, 2000, 7).unwrap();
+        assert!(close(a.delta, 0.025));
+        assert!(a.low == 0.0 && a.high > a.delta && a.high < 0.2, "{a:?}");
+        assert_eq!(paired_bootstrap(&diffs, 2000, 7), Some(a));
     }
 }

@@ -31,7 +31,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::lamp::{LampError, LampSet, Question, Task, TaskKind, label_set};
-use super::metrics::{MetricError, extract_answer, score};
+use super::metrics::{
+    MetricError, PairedDelta, extract_answer, paired_bootstrap, per_question, score,
+};
 use super::prompts::history_prompt;
 use crate::llm::{Context, ContextParams, GenerateOptions, LlmError, Model, Token};
 use crate::personalize::prompts::{PROMPT_VERSION, clip_chars, personalised_instruction};
@@ -207,7 +209,46 @@ pub struct MethodRow {
     pub fit_seconds: f64,
     /// Users this method answered unedited because their history gave fewer than 2 usable pairs.
     pub no_profile: usize,
+    /// Against `instruct` on the same questions, when `instruct` was among the methods (and this
+    /// method is not it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_instruct: Option<VsInstruct>,
 }
+
+/// One method against `instruct`, question by question.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct VsInstruct {
+    /// The metric compared: the task's first (accuracy, MAE or ROUGE-1), a mean over questions.
+    pub metric: &'static str,
+    /// Method minus `instruct`, with its 95% bootstrap interval over questions ([`BOOTSTRAP`]).
+    pub paired: PairedDelta,
+    /// The difference relative to `instruct`'s score; `None` when that score is 0.
+    pub relative: Option<f64>,
+    /// Questions whose raw answer differs from `instruct`'s.
+    pub changed: usize,
+    /// For an edited method where some users had no profile: the same comparison on the questions of
+    /// the users that had one (the others are answered as `instruct`, so they only dilute it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profiled: Option<ProfiledSubset>,
+}
+
+/// [`VsInstruct`] restricted to the questions of the users with a profile.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ProfiledSubset {
+    /// Users with a profile.
+    pub users: usize,
+    /// Their questions.
+    pub questions: usize,
+    /// The method's metric on those questions.
+    pub method: f64,
+    /// `instruct`'s metric on those questions.
+    pub instruct: f64,
+    /// Method minus `instruct` on those questions, with its bootstrap interval.
+    pub paired: PairedDelta,
+}
+
+/// Resamples and seed of the bootstrap behind [`VsInstruct`]: fixed, so a report is reproducible.
+pub const BOOTSTRAP: (usize, u64) = (2000, 0);
 
 /// What an evaluation found.
 #[derive(Debug, Clone, Serialize)]
@@ -261,8 +302,20 @@ impl EvalReport {
         if !invalid.is_empty() {
             s.push_str(&format!(" {invalid} |"));
         }
-        s.push_str(" s/question | fit s | no profile |\n|---|");
-        for _ in 0..names.len() + usize::from(!invalid.is_empty()) + 3 {
+        s.push_str(" s/question | fit s | no profile |");
+        let compared = self
+            .rows
+            .iter()
+            .find_map(|r| r.vs_instruct)
+            .map(|v| v.metric);
+        if let Some(metric) = compared {
+            s.push_str(&format!(
+                " Δ {metric} vs instruct [95% CI] | relative | changed |"
+            ));
+        }
+        s.push_str("\n|---|");
+        let extra = if compared.is_some() { 3 } else { 0 };
+        for _ in 0..names.len() + usize::from(!invalid.is_empty()) + 3 + extra {
             s.push_str("---:|");
         }
         s.push('\n');
@@ -275,9 +328,51 @@ impl EvalReport {
                 s.push_str(&format!(" {n} |"));
             }
             s.push_str(&format!(
-                " {:.2} | {:.0} | {} |\n",
+                " {:.2} | {:.0} | {} |",
                 r.seconds_per_question, r.fit_seconds, r.no_profile
             ));
+            match (compared, r.vs_instruct) {
+                (None, _) => {}
+                (Some(_), None) => s.push_str(" - | - | - |"),
+                (Some(_), Some(v)) => s.push_str(&format!(
+                    " {:+.3} [{:+.3}, {:+.3}] | {} | {}/{} |",
+                    v.paired.delta,
+                    v.paired.low,
+                    v.paired.high,
+                    v.relative
+                        .map_or_else(|| "-".to_string(), |r| format!("{:+.0}%", 100.0 * r)),
+                    v.changed,
+                    r.answered
+                )),
+            }
+            s.push('\n');
+        }
+        for r in &self.rows {
+            if let Some(v) = r.vs_instruct
+                && let Some(p) = v.profiled
+            {
+                s.push_str(&format!(
+                    "\n{}, users with a profile ({} of {}, {} questions): {} {:.3} vs instruct {:.3}, \
+                     Δ {:+.3} [{:+.3}, {:+.3}]",
+                    r.method,
+                    p.users,
+                    self.users,
+                    p.questions,
+                    v.metric,
+                    p.method,
+                    p.instruct,
+                    p.paired.delta,
+                    p.paired.low,
+                    p.paired.high
+                ));
+            }
+        }
+        if self
+            .rows
+            .iter()
+            .any(|r| r.vs_instruct.is_some_and(|v| v.profiled.is_some()))
+        {
+            s.push('\n');
         }
         s
     }
@@ -605,16 +700,71 @@ impl<'a> Evaluator<'a> {
 
         let mut rows = Vec::new();
         let mut all = Vec::new();
-        for &method in &methods {
-            let preds: Vec<Prediction> = predictions
-                .remove(&method)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|p| p.expect("every question answered"))
-                .collect();
+        let per_method: Vec<(Method, Vec<Prediction>)> = methods
+            .iter()
+            .map(|&method| {
+                let preds = predictions
+                    .remove(&method)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| p.expect("every question answered"))
+                    .collect();
+                (method, preds)
+            })
+            .collect();
+        let golds: Vec<&str> = set.questions.iter().map(|q| q.gold.as_str()).collect();
+        let baseline = per_method
+            .iter()
+            .find(|(m, _)| *m == Method::Instruct)
+            .map(|(_, preds)| -> Result<_, EvalError> {
+                let answers: Vec<&str> = preds.iter().map(|p| p.answer.as_str()).collect();
+                let each = per_question(task, &answers, &golds)?;
+                let mean = each.iter().sum::<f64>() / each.len() as f64;
+                let raw: Vec<String> = preds.iter().map(|p| p.raw.clone()).collect();
+                Ok((raw, each, mean))
+            })
+            .transpose()?;
+        for (method, preds) in per_method {
             let answers: Vec<&str> = preds.iter().map(|p| p.answer.as_str()).collect();
-            let golds: Vec<&str> = preds.iter().map(|p| p.gold.as_str()).collect();
             let scores = score(task, &answers, &golds)?;
+            let vs_instruct = match &baseline {
+                Some((base, base_each, base_mean)) if method != Method::Instruct => {
+                    let each = per_question(task, &answers, &golds)?;
+                    let diffs: Vec<f64> = each.iter().zip(base_each).map(|(a, b)| a - b).collect();
+                    // the questions of users with a profile, when only some had one
+                    let mine: Vec<usize> = (0..preds.len())
+                        .filter(|&i| preds[i].profiled == Some(true))
+                        .collect();
+                    let profiled = if mine.is_empty() || mine.len() == preds.len() {
+                        None
+                    } else {
+                        let sub: Vec<f64> = mine.iter().map(|&i| diffs[i]).collect();
+                        let mean =
+                            |v: &[f64]| mine.iter().map(|&i| v[i]).sum::<f64>() / mine.len() as f64;
+                        let mut users: Vec<&str> =
+                            mine.iter().map(|&i| preds[i].user.as_str()).collect();
+                        users.sort_unstable();
+                        users.dedup();
+                        paired_bootstrap(&sub, BOOTSTRAP.0, BOOTSTRAP.1).map(|paired| {
+                            ProfiledSubset {
+                                users: users.len(),
+                                questions: mine.len(),
+                                method: mean(&each),
+                                instruct: mean(base_each),
+                                paired,
+                            }
+                        })
+                    };
+                    paired_bootstrap(&diffs, BOOTSTRAP.0, BOOTSTRAP.1).map(|paired| VsInstruct {
+                        metric: scores.named()[0].0,
+                        paired,
+                        relative: (*base_mean != 0.0).then(|| paired.delta / base_mean),
+                        changed: preds.iter().zip(base).filter(|(a, b)| a.raw != **b).count(),
+                        profiled,
+                    })
+                }
+                _ => None,
+            };
             rows.push(MethodRow {
                 method: method.name(),
                 metrics: scores.named().to_vec(),
@@ -624,6 +774,7 @@ impl<'a> Evaluator<'a> {
                     / preds.len() as f64,
                 fit_seconds: fit_secs.get(&method).copied().unwrap_or(0.0),
                 no_profile: no_profile.get(&method).copied().unwrap_or(0),
+                vs_instruct,
             });
             all.extend(preds);
         }
