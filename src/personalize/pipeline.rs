@@ -39,8 +39,11 @@ const EMBED_BATCH: usize = 16;
 /// with each profile: the evaluation refits profiles of another version. 2: queries are tried until
 /// `max_queries` pairs differ. 3: free-text pair answers are tidied and a pair whose personalised reply
 /// is no answer is dropped ([`prompts::free_text_answer`], [`prompts::no_answer`]); the other families'
-/// stored pairs are read again as they are, so their refits give the profiles they had.
-pub const FIT_VERSION: u32 = 3;
+/// stored pairs are read again as they are, so their refits give the profiles they had. 4: a neutral
+/// insight that is a refusal is read as the generic behaviour ([`prompts::settled_insight`]), so the
+/// pairs of the users that had one are written again (their key holds the insights' text); the other
+/// users' refits give the profiles they had.
+pub const FIT_VERSION: u32 = 4;
 
 /// Offline queries tried per wanted pair, at most: a model that answers a query the same way with and
 /// without the insight gives a pair that is dropped, and the next query is tried instead.
@@ -815,7 +818,7 @@ impl<'a> Personalizer<'a> {
             };
             if let Some(text) = self.store.insight(&key)? {
                 self.reused += 1;
-                insights[slot] = text;
+                insights[slot] = prompts::settled_insight(kind, family, &text);
             } else {
                 self.check_interrupt()?;
                 let request = match kind {

@@ -183,8 +183,9 @@ pub fn insight_lead(kind: InsightKind) -> &'static str {
 /// An insight as stored and used: `text` (the lead and the model's continuation) cut where the model
 /// starts copying the history block (one of its labels, or a numbered list item at the start of a line
 /// or after a colon), without repeated sentences, and without an unfinished last sentence when a
-/// finished one comes before it. A neutral insight with nothing left after its lead becomes the generic
-/// behaviour the request described; a personal one keeps what is left, however short.
+/// finished one comes before it. A neutral insight with nothing left after its lead, or a refusal
+/// ([`settled_insight`]), becomes the generic behaviour the request described; a personal one keeps
+/// what is left, however short.
 pub fn tidy_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String {
     let text = text.trim();
     let mut cut = before_block_label(text).len();
@@ -211,7 +212,7 @@ pub fn tidy_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String
     if kind == InsightKind::Neutral && words < 3 {
         return format!("{lead} would {}.", generic_behaviour(family));
     }
-    tidy
+    settled_insight(kind, family, &tidy)
 }
 
 /// The sentences of `text` with repeats left out, and without an unfinished last sentence when a
@@ -461,13 +462,7 @@ pub fn free_text_answer(text: &str) -> String {
 /// generic assistant does, and it enters only the generic direction's contrast.
 pub fn no_answer(text: &str) -> bool {
     let text = text.trim();
-    let lower = text.to_lowercase();
-    let first = split_sentences(&lower).first().copied().unwrap_or("");
-    let apology = ["i'm sorry", "i am sorry", "i apologize", "sorry,"]
-        .iter()
-        .any(|a| first.starts_with(a));
-    let refusal = REFUSALS.iter().any(|r| lower.starts_with(r))
-        || (apology && UNABLE.iter().any(|u| first.contains(u)));
+    let refusal = refusal(text);
     let insight = [InsightKind::Personal, InsightKind::Neutral]
         .iter()
         .any(|&k| text.starts_with(insight_lead(k)));
@@ -475,6 +470,37 @@ pub fn no_answer(text: &str) -> bool {
     // its list cut by `free_text_answer`)
     let opening = text.ends_with(':');
     refusal || insight || opening
+}
+
+/// Whether `text` declines or says its instruction again instead of answering ([`REFUSALS`], or an
+/// apology whose first sentence says it cannot); quotes and a colon before it are ignored.
+fn refusal(text: &str) -> bool {
+    let lower = text
+        .trim_start_matches([':', '"', '\'', '\u{201c}', ' ', '\n'])
+        .to_lowercase();
+    let first = split_sentences(&lower).first().copied().unwrap_or("");
+    let apology = ["i'm sorry", "i am sorry", "i apologize", "sorry,"]
+        .iter()
+        .any(|a| first.starts_with(a));
+    REFUSALS.iter().any(|r| lower.starts_with(r))
+        || (apology && UNABLE.iter().any(|u| first.contains(u)))
+}
+
+/// A stored insight as the pipeline uses it now: a neutral insight that is a refusal (Qwen2.5-Coder-0.5B
+/// on LaMP-7: `A generic answer: "I'm sorry, but I can't assist with that request."`) says nothing
+/// about how a generic answer looks, and put in the neutral instruction it makes every neutral reply a
+/// refusal, so the pairs contrast answering with declining; it becomes the generic behaviour the
+/// request described, as an empty one does. Applied when an insight is written ([`tidy_insight`])
+/// and when a stored one is read, so insights written before this rule are read as they would be
+/// written now (the pairs are keyed by the insights' text, so theirs are written again).
+pub fn settled_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String {
+    let lead = insight_lead(kind);
+    match text.strip_prefix(lead) {
+        Some(said) if kind == InsightKind::Neutral && refusal(said) => {
+            format!("{lead} would {}.", generic_behaviour(family))
+        }
+        _ => text.to_string(),
+    }
 }
 
 /// The words between a pair answer and the reason the model gives for it, when pairs carry reasons
@@ -657,6 +683,35 @@ mod tests {
         assert!(b.contains("2. Item: "));
         assert!(b.contains("..."));
         assert!(!b.contains(&long));
+    }
+
+    #[test]
+    fn a_neutral_insight_that_refuses_becomes_the_generic_behaviour() {
+        use InsightKind::{Neutral, Personal};
+        let f = TaskFamily::FreeText;
+        let generic = "A generic answer would answer in a plain, standard, impersonal way.";
+        // as Qwen2.5-Coder-0.5B and SmolLM2-135M wrote them on LaMP-7
+        for refused in [
+            "A generic answer: \"I'm sorry, but I can't assist with that request.\"",
+            "A generic answer:\n\n\"I'm sorry, but as of now, I'm unable to assist you with your request.",
+            "A generic answer: I'm not familiar with your request.",
+        ] {
+            assert_eq!(tidy_insight(Neutral, f, refused), generic, "{refused}");
+            // stored before the rule: read as it would be written now
+            assert_eq!(settled_insight(Neutral, f, refused), generic, "{refused}");
+        }
+        // an insight that describes something stays, and so does a personal one (it is not used as
+        // an instruction to decline)
+        for kept in [
+            "A generic answer would restate the tweet politely. It would not mention the user.",
+            "A generic answer is short; sorry is a word it avoids.",
+        ] {
+            assert_eq!(settled_insight(Neutral, f, kept), kept);
+        }
+        let personal = "This user: I'm sorry, I cannot describe them.";
+        assert_eq!(settled_insight(Personal, f, personal), personal);
+        // reading again changes nothing
+        assert_eq!(settled_insight(Neutral, f, generic), generic);
     }
 
     #[test]
