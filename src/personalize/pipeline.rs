@@ -42,8 +42,10 @@ const EMBED_BATCH: usize = 16;
 /// stored pairs are read again as they are, so their refits give the profiles they had. 4: a neutral
 /// insight that is a refusal is read as the generic behaviour ([`prompts::settled_insight`]), so the
 /// pairs of the users that had one are written again (their key holds the insights' text); the other
-/// users' refits give the profiles they had.
-pub const FIT_VERSION: u32 = 4;
+/// users' refits give the profiles they had. 5: a query shown with two histories makes two stored
+/// pairs ([`pair_hashes`]); before, the store kept only the last, so a refit could find fewer pairs
+/// that differ than the fit that wrote them.
+pub const FIT_VERSION: u32 = 5;
 
 /// Offline queries tried per wanted pair, at most: a model that answers a query the same way with and
 /// without the insight gives a pair that is dropped, and the next query is tried instead.
@@ -676,23 +678,44 @@ impl<'a> Personalizer<'a> {
                 &insights,
             ),
         };
-        let stored: HashMap<String, Pair> = self
-            .store
-            .pairs(&pair_key)?
+        let queries: Vec<&(Vec<usize>, String)> =
+            candidates.iter().chain(&online_queries).collect();
+        let keys: Vec<PairKey> = pair_hashes(&pair_key.history_hash, &queries, all.len())
             .into_iter()
-            .map(|p| (p.query.clone(), p))
+            .map(|history_hash| PairKey {
+                history_hash,
+                ..pair_key.clone()
+            })
             .collect();
+        let mut stored: HashMap<String, HashMap<String, Pair>> = HashMap::new();
+        for key in &keys {
+            if !stored.contains_key(&key.history_hash) {
+                let pairs = self.store.pairs(key)?;
+                stored.insert(
+                    key.history_hash.clone(),
+                    pairs.into_iter().map(|p| (p.query.clone(), p)).collect(),
+                );
+            }
+        }
+        let n_candidates = candidates.len();
         let tries = candidates.len().min(params.max_queries * QUERY_TRIES);
         let bar = self.bar(tries + online_queries.len(), "pairs");
         let mut usable = 0;
-        let offline = candidates.into_iter().take(tries).map(|q| (q, true));
-        let online = online_queries.into_iter().map(|q| (q, false));
-        for ((hist, query), is_offline) in offline.chain(online) {
+        let offline = candidates
+            .into_iter()
+            .zip(&keys)
+            .take(tries)
+            .map(|(q, k)| (q, k, true));
+        let online = online_queries
+            .into_iter()
+            .zip(&keys[n_candidates..])
+            .map(|(q, k)| (q, k, false));
+        for ((hist, query), key, is_offline) in offline.chain(online) {
             // offline queries until `max_queries` pairs differ or the tries run out; every online query
             if is_offline && usable == params.max_queries {
                 continue;
             }
-            let pair = if let Some(p) = stored.get(&query) {
+            let pair = if let Some(p) = stored[&key.history_hash].get(&query) {
                 self.reused += 1;
                 p.clone()
             } else {
@@ -725,7 +748,11 @@ impl<'a> Personalizer<'a> {
                     personal,
                     neutral,
                 };
-                self.store.put_pair(&pair_key, &pair)?;
+                self.store.put_pair(key, &pair)?;
+                stored
+                    .get_mut(&key.history_hash)
+                    .expect("every key looked up")
+                    .insert(pair.query.clone(), pair.clone());
                 pair
             };
             usable += usize::from(pair.differs());
@@ -1084,6 +1111,43 @@ fn pair_cache_key(
     format!("{history_hash}/answer_tokens={answer_tokens}{form}{tidied}/insights={digest}")
 }
 
+/// The `history_hash` part of the cache key of each query's pair (`(history shown, query)`, `n`
+/// selected items): `base`, except
+/// for a query shown with more than one history (an item that is twice in the user's history, so
+/// that leaving one out still shows the other; an online question that is also a history item), whose
+/// pairs are as many different pairs, each stored under a key that says which history it was shown
+/// with. A query keyed by its text alone kept only the last of them, so a fit read back from the
+/// store used other pairs than the fit that wrote them.
+fn pair_hashes(base: &str, queries: &[&(Vec<usize>, String)], n: usize) -> Vec<String> {
+    let mut histories: HashMap<&str, Vec<&[usize]>> = HashMap::new();
+    for (hist, query) in queries {
+        let seen = histories.entry(query.as_str()).or_default();
+        if !seen.contains(&hist.as_slice()) {
+            seen.push(hist);
+        }
+    }
+    queries
+        .iter()
+        .map(|(hist, query)| {
+            if histories[query.as_str()].len() > 1 {
+                format!("{base}{}", shown_key(hist, n))
+            } else {
+                base.to_string()
+            }
+        })
+        .collect()
+}
+
+/// What a pair's cache key adds when its query is shown with more than one history: which selected
+/// item the history leaves out (`n` selected items in all), or none.
+fn shown_key(hist: &[usize], n: usize) -> String {
+    match (0..n).find(|i| !hist.contains(i)) {
+        Some(left_out) if hist.len() + 1 == n => format!("/without={left_out}"),
+        Some(_) => format!("/shown={hist:?}"),
+        None => "/without=none".to_string(),
+    }
+}
+
 fn check_params(p: &FitParams, n_layer: usize) -> Result<(), PersonalizeError> {
     let bad = |m: String| Err(PersonalizeError::Params(m));
     if p.k == 0 {
@@ -1178,6 +1242,33 @@ mod tests {
         // one selected item cannot be left out: there would be no history
         assert_eq!(query_plan(3, 1), vec![U(0), U(1), U(2)]);
         assert_eq!(query_plan(0, 1), vec![]);
+    }
+
+    #[test]
+    fn a_query_shown_with_two_histories_gets_two_pair_keys() {
+        // three selected items; items 0 and 2 are the same film (same query text), item 1 another;
+        // an unselected item "u" is shown with the whole history, as is an online question "u"
+        let q = |hist: &[usize], text: &str| (hist.to_vec(), text.to_string());
+        let queries = [
+            q(&[0, 1, 2], "u"),
+            q(&[1, 2], "film"),
+            q(&[0, 2], "other"),
+            q(&[0, 1], "film"),
+            q(&[0, 1, 2], "u"),
+        ];
+        let refs: Vec<_> = queries.iter().collect();
+        let keys = pair_hashes("h", &refs, 3);
+        // unique (query, history) pairs keep the plain key, so stores written before keep serving them
+        assert_eq!(keys[0], "h");
+        assert_eq!(keys[2], "h");
+        assert_eq!(
+            keys[4], "h",
+            "the same query with the same history is the same pair"
+        );
+        assert_eq!(keys[1], "h/without=0");
+        assert_eq!(keys[3], "h/without=2");
+        assert_eq!(shown_key(&[0, 1, 2], 3), "/without=none");
+        assert_eq!(shown_key(&[1], 3), "/shown=[1]");
     }
 
     #[test]
