@@ -44,8 +44,9 @@ const EMBED_BATCH: usize = 16;
 /// pairs of the users that had one are written again (their key holds the insights' text); the other
 /// users' refits give the profiles they had. 5: a query shown with two histories makes two stored
 /// pairs ([`pair_hashes`]); before, the store kept only the last, so a refit could find fewer pairs
-/// that differ than the fit that wrote them.
-pub const FIT_VERSION: u32 = 5;
+/// that differ than the fit that wrote them. 6: a free-text personalised reply that opens with the
+/// tweet's @handles and then declines is no answer too, and stored pairs are read by the current rule.
+pub const FIT_VERSION: u32 = 6;
 
 /// Offline queries tried per wanted pair, at most: a model that answers a query the same way with and
 /// without the insight gives a pair that is dropped, and the next query is tried instead.
@@ -717,7 +718,12 @@ impl<'a> Personalizer<'a> {
             }
             let pair = if let Some(p) = stored[&key.history_hash].get(&query) {
                 self.reused += 1;
-                p.clone()
+                let mut p = p.clone();
+                // stored under an earlier rule: read as it would be written now
+                if prep.family == TaskFamily::FreeText && prompts::no_answer(&p.personal) {
+                    p.personal.clear();
+                }
+                p
             } else {
                 self.check_interrupt()?;
                 let (prefix, personal_suffix) = self.pair_prompt(

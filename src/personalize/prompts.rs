@@ -473,11 +473,19 @@ pub fn no_answer(text: &str) -> bool {
 }
 
 /// Whether `text` declines or says its instruction again instead of answering ([`REFUSALS`], or an
-/// apology whose first sentence says it cannot); quotes and a colon before it are ignored.
+/// apology whose first sentence says it cannot); quotes, a colon and the @handles a tweet opens with
+/// are ignored.
 fn refusal(text: &str) -> bool {
-    let lower = text
-        .trim_start_matches([':', '"', '\'', '\u{201c}', ' ', '\n'])
-        .to_lowercase();
+    let mut rest = text.trim_start_matches([':', '"', '\'', '\u{201c}', ' ', '\n']);
+    // a reply to a tweet opens with the handles it answers (". @united I'm sorry, but I can't ...")
+    loop {
+        rest = rest.trim_start_matches(['.', ' ', '\n']);
+        match rest.strip_prefix('@') {
+            Some(handle) => rest = handle.trim_start_matches(|c: char| !c.is_whitespace()),
+            None => break,
+        }
+    }
+    let lower = rest.to_lowercase();
     let first = split_sentences(&lower).first().copied().unwrap_or("");
     let apology = ["i'm sorry", "i am sorry", "i apologize", "sorry,"]
         .iter()
@@ -920,6 +928,9 @@ mod tests {
             "A generic answer would be polite.",
             "You're a personal assistant for this user. What you know about them: ...",
             "The user's personal characteristics and preferences are:\n1. Loyal\n2. Patient",
+            // after the handles the tweet answers (Qwen2.5-Coder-0.5B on LaMP-7)
+            "@united I'm sorry, but I can't assist with that request.",
+            ". @united @AmericanAir I'm unable to paraphrase this.",
         ] {
             assert!(no_answer(&f(declined)), "{declined}");
         }
