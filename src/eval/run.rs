@@ -718,51 +718,20 @@ impl<'a> Evaluator<'a> {
             .find(|(m, _)| *m == Method::Instruct)
             .map(|(_, preds)| -> Result<_, EvalError> {
                 let answers: Vec<&str> = preds.iter().map(|p| p.answer.as_str()).collect();
-                let each = per_question(task, &answers, &golds)?;
-                let mean = each.iter().sum::<f64>() / each.len() as f64;
-                let raw: Vec<String> = preds.iter().map(|p| p.raw.clone()).collect();
-                Ok((raw, each, mean))
+                Ok((preds.clone(), per_question(task, &answers, &golds)?))
             })
             .transpose()?;
         for (method, preds) in per_method {
             let answers: Vec<&str> = preds.iter().map(|p| p.answer.as_str()).collect();
             let scores = score(task, &answers, &golds)?;
             let vs_instruct = match &baseline {
-                Some((base, base_each, base_mean)) if method != Method::Instruct => {
-                    let each = per_question(task, &answers, &golds)?;
-                    let diffs: Vec<f64> = each.iter().zip(base_each).map(|(a, b)| a - b).collect();
-                    // the questions of users with a profile, when only some had one
-                    let mine: Vec<usize> = (0..preds.len())
-                        .filter(|&i| preds[i].profiled == Some(true))
-                        .collect();
-                    let profiled = if mine.is_empty() || mine.len() == preds.len() {
-                        None
-                    } else {
-                        let sub: Vec<f64> = mine.iter().map(|&i| diffs[i]).collect();
-                        let mean =
-                            |v: &[f64]| mine.iter().map(|&i| v[i]).sum::<f64>() / mine.len() as f64;
-                        let mut users: Vec<&str> =
-                            mine.iter().map(|&i| preds[i].user.as_str()).collect();
-                        users.sort_unstable();
-                        users.dedup();
-                        paired_bootstrap(&sub, BOOTSTRAP.0, BOOTSTRAP.1).map(|paired| {
-                            ProfiledSubset {
-                                users: users.len(),
-                                questions: mine.len(),
-                                method: mean(&each),
-                                instruct: mean(base_each),
-                                paired,
-                            }
-                        })
-                    };
-                    paired_bootstrap(&diffs, BOOTSTRAP.0, BOOTSTRAP.1).map(|paired| VsInstruct {
-                        metric: scores.named()[0].0,
-                        paired,
-                        relative: (*base_mean != 0.0).then(|| paired.delta / base_mean),
-                        changed: preds.iter().zip(base).filter(|(a, b)| a.raw != **b).count(),
-                        profiled,
-                    })
-                }
+                Some((base, base_each)) if method != Method::Instruct => compare_with_instruct(
+                    scores.named()[0].0,
+                    &preds,
+                    &per_question(task, &answers, &golds)?,
+                    base,
+                    base_each,
+                ),
                 _ => None,
             };
             rows.push(MethodRow {
@@ -980,6 +949,52 @@ impl<'a> Evaluator<'a> {
             .generate_after_prefix(&suffix_tokens, &opts, |_| {})?;
         Ok(g.text.trim().to_string())
     }
+}
+
+/// `preds` (each question scoring `each` of `metric`) against `instruct`'s answers to the same
+/// questions (`base`, scoring `base_each`); `None` when there are no questions.
+fn compare_with_instruct(
+    metric: &'static str,
+    preds: &[Prediction],
+    each: &[f64],
+    base: &[Prediction],
+    base_each: &[f64],
+) -> Option<VsInstruct> {
+    let (bootstrap, seed) = BOOTSTRAP;
+    let diffs: Vec<f64> = each.iter().zip(base_each).map(|(a, b)| a - b).collect();
+    let mean = |v: &[f64], of: &[usize]| of.iter().map(|&i| v[i]).sum::<f64>() / of.len() as f64;
+    // the questions of users with a profile, when only some had one
+    let mine: Vec<usize> = (0..preds.len())
+        .filter(|&i| preds[i].profiled == Some(true))
+        .collect();
+    let profiled = if mine.is_empty() || mine.len() == preds.len() {
+        None
+    } else {
+        let sub: Vec<f64> = mine.iter().map(|&i| diffs[i]).collect();
+        let mut users: Vec<&str> = mine.iter().map(|&i| preds[i].user.as_str()).collect();
+        users.sort_unstable();
+        users.dedup();
+        paired_bootstrap(&sub, bootstrap, seed).map(|paired| ProfiledSubset {
+            users: users.len(),
+            questions: mine.len(),
+            method: mean(each, &mine),
+            instruct: mean(base_each, &mine),
+            paired,
+        })
+    };
+    let all: Vec<usize> = (0..base_each.len()).collect();
+    let base_mean = mean(base_each, &all);
+    paired_bootstrap(&diffs, bootstrap, seed).map(|paired| VsInstruct {
+        metric,
+        paired,
+        relative: (base_mean != 0.0).then(|| paired.delta / base_mean),
+        changed: preds
+            .iter()
+            .zip(base)
+            .filter(|(a, b)| a.raw != b.raw)
+            .count(),
+        profiled,
+    })
 }
 
 /// The key of a method's answers: a hash of everything that decides them, and nothing else, so that

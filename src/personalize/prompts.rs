@@ -183,8 +183,8 @@ pub fn insight_lead(kind: InsightKind) -> &'static str {
 /// An insight as stored and used: `text` (the lead and the model's continuation) cut where the model
 /// starts copying the history block (one of its labels, or a numbered list item at the start of a line
 /// or after a colon), without repeated sentences, and without an unfinished last sentence when a
-/// finished one comes before it. A neutral insight with nothing left after its lead, or a refusal
-/// ([`settled_insight`]), becomes the generic behaviour the request described; a personal one keeps
+/// finished one comes before it; then [`settled_insight`]: a neutral insight with nothing left after
+/// its lead, or a refusal, becomes the generic behaviour the request described; a personal one keeps
 /// what is left, however short.
 pub fn tidy_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String {
     let text = text.trim();
@@ -202,17 +202,7 @@ pub fn tidy_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String
             cut = cut.min(lead.len() + i);
         }
     }
-    let tidy = once_each(&text[..cut]);
-
-    let said = tidy.strip_prefix(lead).unwrap_or(&tidy);
-    let words = said
-        .split_whitespace()
-        .filter(|w| w.chars().any(char::is_alphanumeric))
-        .count();
-    if kind == InsightKind::Neutral && words < 3 {
-        return format!("{lead} would {}.", generic_behaviour(family));
-    }
-    settled_insight(kind, family, &tidy)
+    settled_insight(kind, family, &once_each(&text[..cut]))
 }
 
 /// The sentences of `text` with repeats left out, and without an unfinished last sentence when a
@@ -494,21 +484,27 @@ fn refusal(text: &str) -> bool {
         || (apology && UNABLE.iter().any(|u| first.contains(u)))
 }
 
-/// A stored insight as the pipeline uses it now: a neutral insight that is a refusal (Qwen2.5-Coder-0.5B
-/// on LaMP-7: `A generic answer: "I'm sorry, but I can't assist with that request."`) says nothing
-/// about how a generic answer looks, and put in the neutral instruction it makes every neutral reply a
-/// refusal, so the pairs contrast answering with declining; it becomes the generic behaviour the
-/// request described, as an empty one does. Applied when an insight is written ([`tidy_insight`])
-/// and when a stored one is read, so insights written before this rule are read as they would be
-/// written now (the pairs are keyed by the insights' text, so theirs are written again).
+/// An insight as the pipeline uses it: a neutral insight that says nothing (fewer than three words
+/// after its lead) or is a refusal (Qwen2.5-Coder-0.5B on LaMP-7: `A generic answer: "I'm sorry, but
+/// I can't assist with that request."`) becomes the generic behaviour the request described; put in
+/// the neutral instruction, a refusal makes every neutral reply a refusal, so the pairs contrast
+/// answering with declining. Applied when an insight is written ([`tidy_insight`]) and when a stored
+/// one is read, so insights written before a rule are read as they would be written now (the pairs
+/// are keyed by the insights' text, so theirs are written again).
 pub fn settled_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String {
     let lead = insight_lead(kind);
-    match text.strip_prefix(lead) {
-        Some(said) if kind == InsightKind::Neutral && refusal(said) => {
-            format!("{lead} would {}.", generic_behaviour(family))
+    if kind == InsightKind::Neutral {
+        let said = text.strip_prefix(lead);
+        let words = said
+            .unwrap_or(text)
+            .split_whitespace()
+            .filter(|w| w.chars().any(char::is_alphanumeric))
+            .count();
+        if words < 3 || said.is_some_and(refusal) {
+            return format!("{lead} would {}.", generic_behaviour(family));
         }
-        _ => text.to_string(),
     }
+    text.to_string()
 }
 
 /// The words between a pair answer and the reason the model gives for it, when pairs carry reasons
