@@ -10,7 +10,7 @@ const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/lamp/tiny_lamp2"
 );
-const METHODS: [&str; 8] = [
+const METHODS: [&str; 9] = [
     "instruct",
     "history-prompt",
     "insight-prompt",
@@ -19,6 +19,7 @@ const METHODS: [&str; 8] = [
     "chameleon-group",
     "p-only",
     "n-only",
+    "other-user",
 ];
 
 fn eval(db: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -148,6 +149,21 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
             "{table}"
         );
     }
+    // `other-user` lends each user's profile to the next user with one: with both users profiled, both
+    // are edited by the other's; with one, nobody has a profile to borrow
+    let profiled_users = |m: &str| {
+        let mut u: Vec<&str> = preds
+            .iter()
+            .filter(|p| p["method"] == m && p["profiled"] == true)
+            .map(|p| p["user"].as_str().unwrap())
+            .collect();
+        u.sort_unstable();
+        u.dedup();
+        u.len()
+    };
+    let own = profiled_users("chameleon");
+    assert_eq!(profiled_users("other-user"), if own == 2 { 2 } else { 0 });
+
     // the edit changes answers: some edited answer differs from its unedited one
     let raw = |m: &str, id: &str| {
         preds

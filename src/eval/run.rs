@@ -67,11 +67,15 @@ pub enum Method {
     POnly,
     /// Ablation: the user's profile with the generic direction only (alpha = 0).
     NOnly,
+    /// Control: each user with a profile answered through another user's profile (the next user with
+    /// one, in the split's order); the others as `instruct`. How much of `chameleon`'s effect is the
+    /// user's own.
+    OtherUser,
 }
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 9] = [
         Method::Instruct,
         Method::HistoryPrompt,
         Method::InsightPrompt,
@@ -80,6 +84,7 @@ impl Method {
         Method::ChameleonGroup,
         Method::POnly,
         Method::NOnly,
+        Method::OtherUser,
     ];
 
     /// The name on the command line and in reports.
@@ -93,6 +98,7 @@ impl Method {
             Method::ChameleonGroup => "chameleon-group",
             Method::POnly => "p-only",
             Method::NOnly => "n-only",
+            Method::OtherUser => "other-user",
         }
     }
 
@@ -105,8 +111,26 @@ impl Method {
     }
 
     fn uses_user_profile(self) -> bool {
-        matches!(self, Method::Chameleon | Method::POnly | Method::NOnly)
+        matches!(
+            self,
+            Method::Chameleon | Method::POnly | Method::NOnly | Method::OtherUser
+        )
     }
+}
+
+/// Whose profile answers each user under [`Method::OtherUser`] (indices into `profiled`, the users in
+/// the split's order, true where the user has a profile): the next user with a profile, wrapping
+/// around, so every profile is lent exactly once; `None` for a user without a profile of their own,
+/// and for everyone when fewer than two users have one.
+fn donors(profiled: &[bool]) -> Vec<Option<usize>> {
+    let with: Vec<usize> = (0..profiled.len()).filter(|&i| profiled[i]).collect();
+    let mut out = vec![None; profiled.len()];
+    if with.len() >= 2 {
+        for (j, &i) in with.iter().enumerate() {
+            out[i] = Some(with[(j + 1) % with.len()]);
+        }
+    }
+    out
 }
 
 /// How many train users the group profile is fitted on.
@@ -446,6 +470,18 @@ struct EvalUser {
     questions: Vec<usize>,
 }
 
+/// What every answer of a run shares.
+struct Ask<'s> {
+    set: &'s LampSet,
+    task: Task,
+    opts: &'s EvalOptions,
+    /// The part of every answer key that all methods share.
+    common: &'s serde_json::Value,
+    fit: &'s FitParams,
+    answer_tokens: usize,
+    bar: &'s ProgressBar,
+}
+
 /// Runs an evaluation.
 pub struct Evaluator<'a> {
     model: &'a Model,
@@ -582,6 +618,8 @@ impl<'a> Evaluator<'a> {
                 started.elapsed().as_secs_f64()
             );
         }
+        // each user's own profile, kept for `other-user`
+        let mut own_profiles: Vec<Option<Profile>> = Vec::with_capacity(users.len());
         for (ui, user) in users.iter().enumerate() {
             self.check_interrupt()?;
             bar.set_message(format!("user {}", user.key));
@@ -625,71 +663,79 @@ impl<'a> Evaluator<'a> {
                 None
             };
 
+            let ask = Ask {
+                set: &set,
+                task,
+                opts,
+                common: &common,
+                fit: &fit_params,
+                answer_tokens,
+                bar: &bar,
+            };
             for &method in &methods {
+                // answered once every user's own profile is known, below
+                if method == Method::OtherUser {
+                    continue;
+                }
                 bar.set_prefix(method.name());
                 // the strengths asked for, whatever a reused profile was fitted with
                 let (a, b) = (Some(fit_params.alpha), Some(fit_params.beta));
-                let (profile, alpha, beta) = match method {
-                    Method::Instruct | Method::HistoryPrompt | Method::InsightPrompt => {
-                        (None, None, None)
-                    }
-                    Method::Chameleon => (user_profile.as_ref(), a, b),
-                    Method::POnly => (user_profile.as_ref(), a, Some(0.0)),
-                    Method::NOnly => (user_profile.as_ref(), Some(0.0), b),
-                    Method::ChameleonOnline => (online_profile.as_ref(), a, b),
-                    Method::ChameleonGroup => (group_profile.as_ref(), a, b),
+                let edit = match method {
+                    Method::Instruct | Method::HistoryPrompt | Method::InsightPrompt => None,
+                    Method::Chameleon => user_profile.as_ref().map(|p| (p, a, b)),
+                    Method::OtherUser => unreachable!("answered after the users' own profiles"),
+                    Method::POnly => user_profile.as_ref().map(|p| (p, a, Some(0.0))),
+                    Method::NOnly => user_profile.as_ref().map(|p| (p, Some(0.0), b)),
+                    Method::ChameleonOnline => online_profile.as_ref().map(|p| (p, a, b)),
+                    Method::ChameleonGroup => group_profile.as_ref().map(|p| (p, a, b)),
                 };
-                if method.edits() && profile.is_none() {
+                if method.edits() && edit.is_none() {
                     *no_profile.entry(method).or_default() += 1;
                 }
-                let plan = profile
-                    .map(|p| profile_plan(p, alpha, beta).map(Arc::new))
-                    .transpose()?;
-                let run = match profile {
-                    Some(p) => run_key(&common, method, &fit_params, Some(&profile_identity(p))),
-                    // an edited method without a profile asks `instruct`'s prompt with no edit: it
-                    // is `instruct`, and shares its answers instead of generating them again
-                    None if method.edits() => run_key(&common, Method::Instruct, &fit_params, None),
-                    None => run_key(&common, method, &fit_params, None),
-                };
-                for &qi in &user.questions {
-                    self.check_interrupt()?;
-                    let q = &set.questions[qi];
-                    let answer = match self.store.eval_answer(&run, &q.id)? {
-                        Some(a) => a,
-                        None => {
-                            let (prefix, suffix) =
-                                self.prompt(method, task, opts, material.as_ref(), q)?;
-                            let t = Instant::now();
-                            let raw =
-                                self.answer(plan.as_ref(), &prefix, &suffix, answer_tokens)?;
-                            let a = EvalAnswer {
-                                raw,
-                                seconds: t.elapsed().as_secs_f64(),
-                            };
-                            self.store.put_eval_answer(&run, &q.id, &a)?;
-                            a
-                        }
-                    };
-                    predictions.get_mut(&method).expect("every method")[qi] = Some(Prediction {
-                        method: method.name(),
-                        id: q.id.clone(),
-                        user: user.key.clone(),
-                        answer: extract_answer(task, &answer.raw),
-                        raw: answer.raw,
-                        gold: q.gold.clone(),
-                        seconds: answer.seconds,
-                        profiled: method.edits().then_some(profile.is_some()),
-                    });
-                    bar.inc(1);
-                }
+                let out = predictions.get_mut(&method).expect("every method");
+                self.answer_user(&ask, method, user, material.as_ref(), edit, out)?;
             }
+            own_profiles.push(user_profile);
             if log_lines {
                 eprintln!(
                     "eval: user {}/{} done ({}), {}/{} answers, {:.0} s",
                     ui + 1,
                     users.len(),
                     user.key,
+                    bar.position(),
+                    total,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        if methods.contains(&Method::OtherUser) {
+            let method = Method::OtherUser;
+            bar.set_prefix(method.name());
+            let ask = Ask {
+                set: &set,
+                task,
+                opts,
+                common: &common,
+                fit: &fit_params,
+                answer_tokens,
+                bar: &bar,
+            };
+            let profiled: Vec<bool> = own_profiles.iter().map(Option::is_some).collect();
+            let (a, b) = (Some(fit_params.alpha), Some(fit_params.beta));
+            for (user, donor) in users.iter().zip(donors(&profiled)) {
+                self.check_interrupt()?;
+                bar.set_message(format!("user {}", user.key));
+                let material = self.personalizer.material(&user.name, &fit_params)?;
+                let edit = donor.and_then(|d| own_profiles[d].as_ref().map(|p| (p, a, b)));
+                if edit.is_none() {
+                    *no_profile.entry(method).or_default() += 1;
+                }
+                let out = predictions.get_mut(&method).expect("every method");
+                self.answer_user(&ask, method, user, Some(&material), edit, out)?;
+            }
+            if log_lines {
+                eprintln!(
+                    "eval: other-user done, {}/{} answers, {:.0} s",
                     bar.position(),
                     total,
                     started.elapsed().as_secs_f64()
@@ -771,6 +817,60 @@ impl<'a> Evaluator<'a> {
             rows,
             predictions: all,
         })
+    }
+
+    /// Answer `user`'s questions with `method` into `out` (indexed by question), through `edit` (a
+    /// profile and the strengths to apply it with; `None`: unedited), taking every answer the store
+    /// already holds.
+    fn answer_user(
+        &mut self,
+        ask: &Ask<'_>,
+        method: Method,
+        user: &EvalUser,
+        material: Option<&Material>,
+        edit: Option<(&Profile, Option<f32>, Option<f32>)>,
+        out: &mut [Option<Prediction>],
+    ) -> Result<(), EvalError> {
+        let plan = edit
+            .map(|(p, alpha, beta)| profile_plan(p, alpha, beta).map(Arc::new))
+            .transpose()?;
+        let run = match edit {
+            Some((p, ..)) => run_key(ask.common, method, ask.fit, Some(&profile_identity(p))),
+            // an edited method without a profile asks `instruct`'s prompt with no edit: it is
+            // `instruct`, and shares its answers instead of generating them again
+            None if method.edits() => run_key(ask.common, Method::Instruct, ask.fit, None),
+            None => run_key(ask.common, method, ask.fit, None),
+        };
+        for &qi in &user.questions {
+            self.check_interrupt()?;
+            let q = &ask.set.questions[qi];
+            let answer = match self.store.eval_answer(&run, &q.id)? {
+                Some(a) => a,
+                None => {
+                    let (prefix, suffix) = self.prompt(method, ask.task, ask.opts, material, q)?;
+                    let t = Instant::now();
+                    let raw = self.answer(plan.as_ref(), &prefix, &suffix, ask.answer_tokens)?;
+                    let a = EvalAnswer {
+                        raw,
+                        seconds: t.elapsed().as_secs_f64(),
+                    };
+                    self.store.put_eval_answer(&run, &q.id, &a)?;
+                    a
+                }
+            };
+            out[qi] = Some(Prediction {
+                method: method.name(),
+                id: q.id.clone(),
+                user: user.key.clone(),
+                answer: extract_answer(ask.task, &answer.raw),
+                raw: answer.raw,
+                gold: q.gold.clone(),
+                seconds: answer.seconds,
+                profiled: method.edits().then_some(edit.is_some()),
+            });
+            ask.bar.inc(1);
+        }
+        Ok(())
     }
 
     /// Store every user of `set` with their profile items as history (once; later runs find them).
@@ -1150,6 +1250,24 @@ mod tests {
                 Some(&serde_json::json!(1))
             )
         );
+    }
+
+    #[test]
+    fn each_profile_is_lent_to_the_next_user_with_one() {
+        assert_eq!(
+            donors(&[true, false, true, true]),
+            [Some(2), None, Some(3), Some(0)]
+        );
+        assert_eq!(donors(&[false, true, true]), [None, Some(2), Some(1)]);
+        // one profile has no one to be lent to, and no one to borrow from
+        assert_eq!(donors(&[false, true, false]), [None, None, None]);
+        assert_eq!(donors(&[]), []);
+        // nobody answers through their own profile, and every profile is lent once
+        let d = donors(&[true; 5]);
+        assert!(d.iter().enumerate().all(|(i, x)| *x != Some(i)));
+        let mut lent: Vec<usize> = d.iter().flatten().copied().collect();
+        lent.sort_unstable();
+        assert_eq!(lent, [0, 1, 2, 3, 4]);
     }
 
     #[test]
