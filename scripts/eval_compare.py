@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Paired comparison of `chameleon eval` predictions against `instruct`.
 
-    scripts/eval_compare.py PRED.json [BASELINE.json]
+    scripts/eval_compare.py PRED.json [BASELINE.json] [--base METHOD]
 
 For every method in PRED.json: how many raw answers differ from `instruct`'s, empty answers, and (LaMP-1/2:
 accuracy, LaMP-3: negative absolute error) the mean paired difference with a 95% bootstrap interval over
 questions (2000 resamples, seed 0). `instruct` comes from BASELINE.json when given (a run of other
 methods on the same questions), else from PRED.json. For an edited method whose predictions say which
 users had a profile (`profiled`), a second line compares it on those users' questions only: the others
-are answered as `instruct`.
+are answered as `instruct`. `--base METHOD` compares against another method than `instruct` (say
+`chameleon` against the `other-user` control: the same users edited, each by another user's profile).
 """
 import json
 import random
@@ -47,16 +48,22 @@ def paired(task, ps, base, ids):
 
 
 def main():
-    doc = json.load(open(sys.argv[1]))
+    args = sys.argv[1:]
+    name = "instruct"
+    if "--base" in args:
+        i = args.index("--base")
+        name = args[i + 1]
+        del args[i : i + 2]
+    doc = json.load(open(args[0]))
     task = doc["task"]
-    methods = by_method(sys.argv[1])
-    base = by_method(sys.argv[2] if len(sys.argv) > 2 else sys.argv[1])["instruct"]
+    methods = by_method(args[0])
+    base = by_method(args[1] if len(args) > 1 else args[0])[name]
     print(doc["set"], doc["split"], doc["model"], doc["questions"], "questions")
     for m, ps in methods.items():
         ids = [i for i in base if i in ps]
         changed = sum(ps[i]["raw"] != base[i]["raw"] for i in ids)
         empty = sum(not ps[i]["raw"].strip() for i in ids)
-        line = f"{m:18s} changed vs instruct {changed}/{len(ids)}, empty {empty}"
+        line = f"{m:18s} changed vs {name} {changed}/{len(ids)}, empty {empty}"
         scored = score(task, base[ids[0]]) is not None
         if scored:
             line += ", " + paired(task, ps, base, ids)
@@ -67,7 +74,7 @@ def main():
             mean = lambda d: sum(score(task, d[i]) for i in mine) / len(mine)
             print(
                 f"{'':18s} users with a profile ({users}, {len(mine)} questions): "
-                f"{mean(ps):.3f} vs instruct {mean(base):.3f}, {paired(task, ps, base, mine)}"
+                f"{mean(ps):.3f} vs {name} {mean(base):.3f}, {paired(task, ps, base, mine)}"
             )
 
 
