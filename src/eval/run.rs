@@ -618,6 +618,15 @@ impl<'a> Evaluator<'a> {
                 started.elapsed().as_secs_f64()
             );
         }
+        let ask = Ask {
+            set: &set,
+            task,
+            opts,
+            common: &common,
+            fit: &fit_params,
+            answer_tokens,
+            bar: &bar,
+        };
         // each user's own profile, kept for `other-user`
         let mut own_profiles: Vec<Option<Profile>> = Vec::with_capacity(users.len());
         for (ui, user) in users.iter().enumerate() {
@@ -663,15 +672,6 @@ impl<'a> Evaluator<'a> {
                 None
             };
 
-            let ask = Ask {
-                set: &set,
-                task,
-                opts,
-                common: &common,
-                fit: &fit_params,
-                answer_tokens,
-                bar: &bar,
-            };
             for &method in &methods {
                 // answered once every user's own profile is known, below
                 if method == Method::OtherUser {
@@ -711,15 +711,6 @@ impl<'a> Evaluator<'a> {
         if methods.contains(&Method::OtherUser) {
             let method = Method::OtherUser;
             bar.set_prefix(method.name());
-            let ask = Ask {
-                set: &set,
-                task,
-                opts,
-                common: &common,
-                fit: &fit_params,
-                answer_tokens,
-                bar: &bar,
-            };
             let profiled: Vec<bool> = own_profiles.iter().map(Option::is_some).collect();
             let (a, b) = (Some(fit_params.alpha), Some(fit_params.beta));
             for (user, donor) in users.iter().zip(donors(&profiled)) {
