@@ -4,7 +4,8 @@
     scripts/eval_compare.py PRED.json [BASELINE.json] [--base METHOD]
 
 For every method in PRED.json: how many raw answers differ from `instruct`'s, empty answers, and (LaMP-1/2:
-accuracy, LaMP-3: negative absolute error) the mean paired difference with a 95% bootstrap interval over
+accuracy, LaMP-3: negative absolute error, LaMP-4..7: ROUGE-1 F-measure, tokenised as `eval` does) the
+mean paired difference with a 95% bootstrap interval over
 questions (2000 resamples, seed 0). `instruct` comes from BASELINE.json when given (a run of other
 methods on the same questions), else from PRED.json. For an edited method whose predictions say which
 users had a profile (`profiled`), a second line compares it on those users' questions only: the others
@@ -13,7 +14,9 @@ are answered as `instruct`. `--base METHOD` compares against another method than
 """
 import json
 import random
+import re
 import sys
+from collections import Counter
 
 
 def by_method(path):
@@ -35,7 +38,17 @@ def score(task, p):
         if a is None or not 1 <= a <= 5:
             a = 1 if abs(1 - g) > abs(5 - g) else 5
         return -abs(a - g)
-    return None
+    return rouge1(p["gold"], p["answer"])
+
+
+def rouge1(reference, prediction):
+    """ROUGE-1 F-measure without stemming, tokenised as `metrics::rouge_tokens`."""
+    tokens = lambda t: [w for w in re.split(r"[^a-z0-9]+", t.lower()) if w]
+    ref, pred = tokens(reference), tokens(prediction)
+    matched = sum((Counter(ref) & Counter(pred)).values())
+    precision = matched / max(len(pred), 1)
+    recall = matched / max(len(ref), 1)
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def paired(task, ps, base, ids):
