@@ -10,13 +10,14 @@ questions (2000 resamples, seed 0). `instruct` comes from BASELINE.json when giv
 methods on the same questions), else from PRED.json. For an edited method whose predictions say which
 users had a profile (`profiled`), a second line compares it on those users' questions only: the others
 are answered as `instruct`. `--base METHOD` compares against another method than `instruct` (say
-`chameleon` against the `other-user` control: the same users edited, each by another user's profile).
+`chameleon` against the `other-user` control: the same users edited, each by another user's profile),
+and then also says how many of the answers the base changes from `instruct`'s each method changes too.
 """
 import json
 import random
-import re
 import sys
-from collections import Counter
+
+from lamp_data import rouge1
 
 
 def by_method(path):
@@ -39,16 +40,6 @@ def score(task, p):
             a = 1 if abs(1 - g) > abs(5 - g) else 5
         return -abs(a - g)
     return rouge1(p["gold"], p["answer"])
-
-
-def rouge1(reference, prediction):
-    """ROUGE-1 F-measure without stemming, tokenised as `metrics::rouge_tokens`."""
-    tokens = lambda t: [w for w in re.split(r"[^a-z0-9]+", t.lower()) if w]
-    ref, pred = tokens(reference), tokens(prediction)
-    matched = sum((Counter(ref) & Counter(pred)).values())
-    precision = matched / max(len(pred), 1)
-    recall = matched / max(len(ref), 1)
-    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def paired(task, ps, base, ids):
@@ -76,13 +67,19 @@ def main():
         ids = [i for i in base if i in ps]
         changed = sum(ps[i]["raw"] != base[i]["raw"] for i in ids)
         empty = sum(not ps[i]["raw"].strip() for i in ids)
-        line = f"{m:18s} changed vs {name} {changed}/{len(ids)}, empty {empty}"
-        scored = score(task, base[ids[0]]) is not None
-        if scored:
-            line += ", " + paired(task, ps, base, ids)
-        print(line)
+        print(f"{m:18s} changed vs {name} {changed}/{len(ids)}, empty {empty}, {paired(task, ps, base, ids)}")
+        if name != "instruct" and "instruct" in methods and m not in (name, "instruct"):
+            # do the method and the base change the same answers of `instruct`, and to the same?
+            ins = methods["instruct"]
+            moved = lambda d: {i for i in ids if d[i]["raw"] != ins[i]["raw"]}
+            both = moved(ps) & moved(base)
+            same = sum(ps[i]["answer"] == base[i]["answer"] for i in both)
+            print(
+                f"{'':18s} of the {len(moved(base))} answers {name} changes from instruct's, {len(both)} "
+                f"are changed by {m} too, {same} to the same answer"
+            )
         mine = [i for i in ids if ps[i].get("profiled")]
-        if scored and mine and len(mine) < len(ids):
+        if mine and len(mine) < len(ids):
             users = len({ps[i]["user"] for i in mine})
             mean = lambda d: sum(score(task, d[i]) for i in mine) / len(mine)
             print(

@@ -21,6 +21,7 @@ def tokens(text):
 
 
 def rouge1(reference, prediction):
+    """ROUGE-1 F-measure without stemming, tokenised as `metrics::rouge_tokens`."""
     ref, pred = tokens(reference), tokens(prediction)
     matched = sum((Counter(ref) & Counter(pred)).values())
     if matched == 0:
@@ -58,4 +59,5 @@ def main():
         print(f"copying the input: ROUGE-1 {copy:.3f}")
 
 
-main()
+if __name__ == "__main__":
+    main()
