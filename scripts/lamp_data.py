@@ -4,11 +4,10 @@
 usage: scripts/lamp_data.py DIR SPLIT [--limit N]
 
 Prints the split's users and how many of them have the same profile item twice (same input text: a
-MovieLens user who tagged a film twice; `eval` keeps both, and their leave-one-out pairs are two pairs),
-and, for a text task (LaMP-4..7), the ROUGE-1 F-measure of copying the question's input (the text after
-the instruction's first colon) as the answer: the trivial baseline of a paraphrase task. ROUGE is
-computed as `chameleon eval` computes it (lower-case, runs of [a-z0-9] as tokens, no stemming, the mean
-of per-question F-measures). --limit N: the first N questions only, as `eval --limit N` answers.
+MovieLens user who tagged a film twice; `eval` keeps both, and their leave-one-out pairs are two pairs).
+--limit N: the first N questions only, as `eval --limit N` answers. (The trivial baselines, copying a
+tweet, counting a user's tags, are `chameleon eval --methods no-model`.) `rouge1` is the ROUGE-1
+F-measure `chameleon eval` computes, for `eval_compare.py`.
 """
 import argparse
 import json
@@ -42,8 +41,6 @@ def main():
     ap.add_argument("--limit", type=int)
     args = ap.parse_args()
     questions = json.load(open(f"{args.dir}/{args.split}_questions.json"))[: args.limit]
-    outputs = json.load(open(f"{args.dir}/{args.split}_outputs.json"))
-    gold = {g["id"]: g["output"] for g in outputs["golds"]}
 
     profiles = {}
     for q in questions:
@@ -52,11 +49,6 @@ def main():
         len({item_text(i) for i in p}) < len(p) for p in profiles.values()
     )
     print(f"{len(questions)} questions, {len(profiles)} users, {repeated} with a repeated profile item")
-
-    if outputs["task"] in ("LaMP_4", "LaMP_5", "LaMP_6", "LaMP_7"):
-        inputs = [q["input"].split(":", 1)[-1] for q in questions]
-        copy = sum(rouge1(gold[q["id"]], i) for q, i in zip(questions, inputs)) / len(questions)
-        print(f"copying the input: ROUGE-1 {copy:.3f}")
 
 
 if __name__ == "__main__":

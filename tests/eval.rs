@@ -10,7 +10,7 @@ const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/lamp/tiny_lamp2"
 );
-const METHODS: [&str; 9] = [
+const METHODS: [&str; 10] = [
     "instruct",
     "history-prompt",
     "insight-prompt",
@@ -20,6 +20,7 @@ const METHODS: [&str; 9] = [
     "p-only",
     "n-only",
     "other-user",
+    "no-model",
 ];
 
 fn eval(db: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -123,7 +124,7 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     // the others never say
     for (line, method) in lines[2..].iter().zip(METHODS) {
         let ps: Vec<_> = preds.iter().filter(|p| p["method"] == method).collect();
-        if ["instruct", "history-prompt", "insight-prompt"].contains(&method) {
+        if ["instruct", "history-prompt", "insight-prompt", "no-model"].contains(&method) {
             assert!(ps.iter().all(|p| p.get("profiled").is_none()), "{method}");
             continue;
         }
@@ -163,6 +164,25 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     };
     let own = profiled_users("chameleon");
     assert_eq!(profiled_users("other-user"), if own == 2 { 2 } else { 0 });
+
+    // `no-model` answers each question with a tag from that question's own profile, without the model
+    let questions: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(DATA).join("dev_questions.json")).unwrap())
+            .unwrap();
+    for q in questions.as_array().unwrap() {
+        let p = preds
+            .iter()
+            .find(|p| p["method"] == "no-model" && p["id"] == q["id"])
+            .unwrap();
+        let tags: Vec<&serde_json::Value> = q["profile"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| &i["tag"])
+            .collect();
+        assert!(tags.contains(&&p["answer"]), "{p} not one of {tags:?}");
+        assert_eq!(p["seconds"], 0.0, "{p}");
+    }
 
     // the edit changes answers: some edited answer differs from its unedited one
     let raw = |m: &str, id: &str| {

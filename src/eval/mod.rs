@@ -1,4 +1,5 @@
 //! Evaluation on LaMP-format data: loader, official metrics, methods compared, report.
+pub mod baseline;
 pub mod lamp;
 pub mod metrics;
 pub mod prompts;

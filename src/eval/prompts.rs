@@ -197,7 +197,7 @@ pub fn retrieval_query(task: Task, input: &str) -> String {
 }
 
 /// The strings between successive pairs of `"` (LaMP's `extract_strings_between_quotes`).
-fn quoted_strings(input: &str) -> Vec<&str> {
+pub(crate) fn quoted_strings(input: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut open: Option<usize> = None;
     for (i, c) in input.char_indices() {

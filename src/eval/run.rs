@@ -12,6 +12,8 @@
 //! | `chameleon-online` | as `instruct` | a profile fitted with the user's questions as extra queries |
 //! | `chameleon-group` | as `instruct` | one profile fitted on train-split users |
 //! | `p-only`, `n-only` | as `instruct` | the user's profile, one direction only |
+//! | `other-user` | as `instruct` | the next profiled user's profile |
+//! | `no-model` | no model: the profile's most frequent tag, median score, or the input itself | |
 //!
 //! Users, their history, insights, pairs and profiles go into the store like any user's, so a re-run
 //! reuses them; every answer is stored under a key of what decided it, so a killed run resumes and an
@@ -30,6 +32,7 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::baseline::no_model_answer;
 use super::lamp::{LampError, LampSet, Question, Task, TaskKind, label_set};
 use super::metrics::{
     MetricError, PairedDelta, extract_answer, paired_bootstrap, per_question, score,
@@ -71,11 +74,14 @@ pub enum Method {
     /// one, in the split's order); the others as `instruct`. How much of `chameleon`'s effect is the
     /// user's own.
     OtherUser,
+    /// Floor: the answer the user's profile gives without the model (their most frequent tag, their
+    /// median score, the input itself; [`no_model_answer`]).
+    NoModel,
 }
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Method::Instruct,
         Method::HistoryPrompt,
         Method::InsightPrompt,
@@ -85,6 +91,7 @@ impl Method {
         Method::POnly,
         Method::NOnly,
         Method::OtherUser,
+        Method::NoModel,
     ];
 
     /// The name on the command line and in reports.
@@ -99,6 +106,7 @@ impl Method {
             Method::POnly => "p-only",
             Method::NOnly => "n-only",
             Method::OtherUser => "other-user",
+            Method::NoModel => "no-model",
         }
     }
 
@@ -106,7 +114,7 @@ impl Method {
     fn edits(self) -> bool {
         !matches!(
             self,
-            Method::Instruct | Method::HistoryPrompt | Method::InsightPrompt
+            Method::Instruct | Method::HistoryPrompt | Method::InsightPrompt | Method::NoModel
         )
     }
 
@@ -632,7 +640,9 @@ impl<'a> Evaluator<'a> {
         for (ui, user) in users.iter().enumerate() {
             self.check_interrupt()?;
             bar.set_message(format!("user {}", user.key));
-            let needs_material = methods.iter().any(|&m| m != Method::HistoryPrompt);
+            let needs_material = methods
+                .iter()
+                .any(|&m| !matches!(m, Method::HistoryPrompt | Method::NoModel));
             let material = if needs_material {
                 bar.set_prefix("insights");
                 Some(self.personalizer.material(&user.name, &fit_params)?)
@@ -681,7 +691,10 @@ impl<'a> Evaluator<'a> {
                 // the strengths asked for, whatever a reused profile was fitted with
                 let (a, b) = (Some(fit_params.alpha), Some(fit_params.beta));
                 let edit = match method {
-                    Method::Instruct | Method::HistoryPrompt | Method::InsightPrompt => None,
+                    Method::Instruct
+                    | Method::HistoryPrompt
+                    | Method::InsightPrompt
+                    | Method::NoModel => None,
                     Method::Chameleon => user_profile.as_ref().map(|p| (p, a, b)),
                     Method::OtherUser => unreachable!("answered after the users' own profiles"),
                     Method::POnly => user_profile.as_ref().map(|p| (p, a, Some(0.0))),
@@ -835,7 +848,15 @@ impl<'a> Evaluator<'a> {
         for &qi in &user.questions {
             self.check_interrupt()?;
             let q = &ask.set.questions[qi];
-            let answer = match self.store.eval_answer(&run, &q.id)? {
+            let stored = if method == Method::NoModel {
+                Some(EvalAnswer {
+                    raw: no_model_answer(ask.task, &q.input, &q.profile),
+                    seconds: 0.0,
+                })
+            } else {
+                self.store.eval_answer(&run, &q.id)?
+            };
+            let answer = match stored {
                 Some(a) => a,
                 None => {
                     let (prefix, suffix) = self.prompt(method, ask.task, ask.opts, material, q)?;
@@ -1101,6 +1122,8 @@ fn run_key(
     let fit = match method {
         // the k selected items (history-prompt: the k items BM25 ranks highest)
         Method::Instruct | Method::HistoryPrompt => serde_json::json!({ "k": fit.k }),
+        // nothing: it reads only the question
+        Method::NoModel => serde_json::json!({}),
         // and the personal insight, written from them
         Method::InsightPrompt => {
             serde_json::json!({ "k": fit.k, "insight_tokens": fit.insight_tokens })
