@@ -256,7 +256,8 @@ pub struct VsInstruct {
     pub paired: PairedDelta,
     /// The difference relative to `instruct`'s score; `None` when that score is 0.
     pub relative: Option<f64>,
-    /// Questions whose raw answer differs from `instruct`'s.
+    /// Questions whose raw answer differs from `instruct`'s (for `no-model`, which writes no text,
+    /// whose extracted answer does).
     pub changed: usize,
     /// For an edited method where some users had no profile: the same comparison on the questions of
     /// the users that had one (the others are answered as `instruct`, so they only dilute it).
@@ -777,6 +778,7 @@ impl<'a> Evaluator<'a> {
             let vs_instruct = match &baseline {
                 Some((base, base_each)) if method != Method::Instruct => compare_with_instruct(
                     scores.named()[0].0,
+                    method == Method::NoModel,
                     &preds,
                     &per_question(task, &answers, &golds)?,
                     base,
@@ -1064,9 +1066,11 @@ impl<'a> Evaluator<'a> {
 }
 
 /// `preds` (each question scoring `each` of `metric`) against `instruct`'s answers to the same
-/// questions (`base`, scoring `base_each`); `None` when there are no questions.
+/// questions (`base`, scoring `base_each`); `None` when there are no questions. `changed` counts raw
+/// answers that differ, or with `by_answer` extracted ones.
 fn compare_with_instruct(
     metric: &'static str,
+    by_answer: bool,
     preds: &[Prediction],
     each: &[f64],
     base: &[Prediction],
@@ -1103,7 +1107,13 @@ fn compare_with_instruct(
         changed: preds
             .iter()
             .zip(base)
-            .filter(|(a, b)| a.raw != b.raw)
+            .filter(|(a, b)| {
+                if by_answer {
+                    a.answer != b.answer
+                } else {
+                    a.raw != b.raw
+                }
+            })
             .count(),
         profiled,
     })
