@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""How alike different users' fitted directions are (README, Findings).
+"""How alike different users' fitted directions are (docs/evaluation.md, Findings).
 
 usage: scripts/direction_overlap.py DB [--pairs label|reasoned] [--direction svd|contrast] [--k K]
                                     [--split SPLIT] [--answer-tokens N] [--insight-tokens N]
                                     [--prompt-version V]
 
 Takes the latest offline user profile of each user in DB fitted with those settings (mean pooling,
-centred CCS, the defaults of `eval`'s LaMP runs in the README) and prints, over the middle half of the
+centred CCS, the defaults of `eval`'s LaMP runs in docs/evaluation.md) and prints, over the middle half of the
 layers (the `mid:N` band), the mean |cos| between two different users' personal directions p and
 generic directions n, next to what two random directions give (sqrt(2 / (pi d))). A p that is nearly the
 same for every user cannot say anything about one of them. For every group profile fitted with the same

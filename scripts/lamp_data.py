@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Facts about a LaMP split that the README quotes (README, Evaluation and Findings).
+"""Facts about a LaMP split that docs/evaluation.md quotes.
 
 usage: scripts/lamp_data.py DIR SPLIT [--limit N]
 

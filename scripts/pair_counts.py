@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What the stored LaMP-2 pairs and insights of one prompt version hold (README, Findings).
+"""What the stored LaMP-2 pairs and insights of one prompt version hold (docs/evaluation.md, Findings).
 
 usage: scripts/pair_counts.py DB VERSION [SPLIT]
 

@@ -448,7 +448,7 @@ pub fn free_text_answer(text: &str) -> String {
 /// ends in a colon.
 /// The fit drops a pair whose personalised reply is one of these: the personal direction is fitted on
 /// the personalised replies alone, and would learn "talk about the user" or "decline" rather than the
-/// user (SmolLM2 on LaMP-7: README, Evaluation). A neutral reply that declines stays: it is what the
+/// user (SmolLM2 on LaMP-7: docs/evaluation.md). A neutral reply that declines stays: it is what the
 /// generic assistant does, and it enters only the generic direction's contrast.
 pub fn no_answer(text: &str) -> bool {
     let text = text.trim();
