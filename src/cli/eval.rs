@@ -25,7 +25,7 @@ pub struct EvalArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "instruct,history-prompt,insight-prompt,chameleon"
+        default_value = "instruct,history-prompt,insight-prompt,chameleon,no-model"
     )]
     pub methods: Vec<Method>,
     /// Answer only the first N questions.

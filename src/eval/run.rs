@@ -74,8 +74,8 @@ pub enum Method {
     /// one, in the split's order); the others as `instruct`. How much of `chameleon`'s effect is the
     /// user's own.
     OtherUser,
-    /// Floor: the answer the user's profile gives without the model (their most frequent tag, their
-    /// median score, the input itself; [`no_model_answer`]).
+    /// Floor: the answer the user's profile gives without any model: their most frequent tag, their
+    /// median score, the input itself.
     NoModel,
 }
 
