@@ -234,16 +234,116 @@ fn gemma3_capture_is_after_the_post_mlp_norm() {
     check_residual_identity("gemma3-270m", "sa_out", 5, 0);
 }
 
+/// An edit like a fitted profile's: at each of `layers`, p along the layer's mean MLP output over the
+/// captured prompt (a fitted personal direction holds much of the MLP output, as this one does), n a
+/// fixed pseudo-random direction, both at strength `s`.
+fn mean_direction_plan(
+    model: &Model,
+    cap: &chameleon::llm::Capture,
+    layers: &[usize],
+    s: f32,
+) -> Arc<EditPlan> {
+    let edits = layers
+        .iter()
+        .map(|&layer| {
+            let mut p = cap.mean(layer, 0..cap.n_pos()).unwrap();
+            let norm = p.iter().map(|x| x * x).sum::<f32>().sqrt();
+            p.iter_mut().for_each(|x| *x /= norm);
+            LayerEdit {
+                layer,
+                p,
+                n: common::unit(model.n_embd(), 1000 + layer as u64),
+                alpha: s,
+                beta: s,
+            }
+        })
+        .collect();
+    Arc::new(EditPlan::new(model.n_layer(), model.n_embd(), edits).unwrap())
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (norm(a) * norm(b))
+}
+
+fn minus(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x - y).collect()
+}
+
+/// How the logits of a quantised model answer an edit's strength, printed for the README (a
+/// measurement, not a check: `cargo test --test engine -- --ignored roughness --nocapture`). The
+/// matrix products of a Q4 model quantise their inputs to 8 bits, so the logits are a step function
+/// of the residual stream: an edit too small to change any f32 moves nothing, and one that changes a
+/// few ulps already crosses some rounding steps downstream and moves them by a fixed amount. Both ends
+/// are asserted; the numbers between are printed.
+#[test]
+#[ignore = "a measurement: cargo test --test engine -- --ignored roughness --nocapture"]
+fn logit_roughness_of_a_quantised_model() {
+    for gpu_layers in [0, -1] {
+        if gpu_layers != 0 && !chameleon::llm::gpu_offload() {
+            continue;
+        }
+        let m = load_on("smollm2-135m", gpu_layers);
+        let toks = prompt_tokens(&ctx(m, false));
+        let layers = [8, 12];
+        let cap = ctx(m, true)
+            .capture(
+                &toks,
+                &CaptureRequest {
+                    layers: layers.to_vec(),
+                },
+            )
+            .unwrap();
+        let moved = |s: f32| {
+            let mut c = ctx(m, true);
+            c.eval(&toks, false).unwrap();
+            let plain = c.last_logits();
+            c.set_plan(mean_direction_plan(m, &cap, &layers, s))
+                .unwrap();
+            c.eval(&toks, false).unwrap();
+            (minus(&c.last_logits(), &plain), norm(&plain))
+        };
+        let (zero, plain) = moved(0.0);
+        assert_eq!(norm(&zero), 0.0, "a zero-strength edit moved the logits");
+        eprintln!("gpu_layers {gpu_layers}: |plain logits| {plain:.1}");
+        eprintln!(
+            "| s | logits move (share of their norm) | cos(move(s), move(2s)) | |move(2s)| / |move(s)| |"
+        );
+        for s in [1e-9f32, 1e-7, 1e-6, 1e-4, 1e-2, 0.1, 0.5, 1.0] {
+            let (a, _) = moved(s);
+            let (b, _) = moved(2.0 * s);
+            if norm(&a) == 0.0 {
+                eprintln!("| {s:e} | 0 (no f32 changed) | - | - |");
+                continue;
+            }
+            eprintln!(
+                "| {s:e} | {:.4} | {:.3} | {:.3} |",
+                norm(&a) / plain,
+                cosine(&a, &b),
+                norm(&b) / norm(&a)
+            );
+        }
+        let (big, _) = moved(1.0);
+        assert!(norm(&big) > 0.0, "a full-strength edit moved nothing");
+    }
+}
+
 /// On a GPU build the MLP outputs live in device memory and the hook reads and writes them through
 /// llama.cpp's backend get/set path instead of in place. This checks that path on the device: a hook
 /// with an empty plan leaves the GPU's logits bit for bit as they are without one; the residual
 /// identity above holds there (what we capture is the MLP output, and the edited value is what the
 /// next layer reads); and an edit moves the GPU's MLP output the way it moves the CPU's (measured on
 /// an H200: cos 0.99996, size ratio 0.9985). CPU and GPU kernels round differently, so the comparisons
-/// across backends are of the edit's move, not of bits. Downstream, the logits are compared only
-/// loosely: this deliberately large edit (the mean direction at two layers) amplifies the backends'
-/// rounding differences (their plain logits already differ by about half of the edit's move), so the
-/// GPU's logits moved 1.9x (H100) and 2.4x (H200) as far as the CPU's, cos 0.97 and 0.84.
+/// across backends are of the edit's move, not of bits. Downstream, the logits can only be compared
+/// loosely, and no smaller edit would make it tighter: a Q4 model's logits are a step function of the
+/// residual stream (`logit_roughness_of_a_quantised_model`), so an edit at a strength of 1e-6, which
+/// steers nothing, already moves them by a quarter (CPU) to a half (GPU) as far as this deliberately
+/// large edit does (the mean direction at two layers), and the two backends' plain logits differ by
+/// about as much as the edit moves them (H200: 1.02x). Measured: the GPU's logits moved 1.9x (H100)
+/// and 2.4x (H200, twice) as far as the CPU's, cos 0.97 and 0.84.
 /// Run on a machine with a GPU: `cargo test --features cuda --test engine -- --ignored gpu`.
 #[test]
 #[ignore = "needs a GPU build and a GPU: cargo test --features cuda --test engine -- --ignored gpu"]
@@ -288,27 +388,7 @@ fn gpu_edits_device_memory_like_the_cpu() {
         layers: layers.to_vec(),
     };
     let cap = ctx(cpu, true).capture(&toks, &req).unwrap();
-    let edits: Vec<LayerEdit> = layers
-        .iter()
-        .map(|&layer| {
-            let mut p = cap.mean(layer, 0..toks.len()).unwrap();
-            let norm = p.iter().map(|x| x * x).sum::<f32>().sqrt();
-            p.iter_mut().for_each(|x| *x /= norm);
-            LayerEdit {
-                layer,
-                p,
-                n: common::unit(cpu.n_embd(), 1000 + layer as u64),
-                alpha: 1.0,
-                beta: 1.0,
-            }
-        })
-        .collect();
-    let plan = Arc::new(EditPlan::new(cpu.n_layer(), cpu.n_embd(), edits).unwrap());
-    let sub = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<f32>>();
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let cos = |a: &[f32], b: &[f32]| {
-        a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (norm(a) * norm(b))
-    };
+    let plan = mean_direction_plan(cpu, &cap, &layers, 1.0);
     // the move of the first edited layer's MLP output: same input on both backends up to rounding
     let moved = |m: &Model| {
         let mut c = ctx(m, true);
@@ -316,19 +396,30 @@ fn gpu_edits_device_memory_like_the_cpu() {
         c.set_plan(plan.clone()).unwrap();
         let after = c.capture(&toks, &req).unwrap();
         let l = layers[0];
-        sub(after.rows(l).unwrap(), before.rows(l).unwrap())
+        minus(after.rows(l).unwrap(), before.rows(l).unwrap())
     };
     let (cpu_mlp, gpu_mlp) = (moved(cpu), moved(gpu));
-    let mlp_cos = cos(&cpu_mlp, &gpu_mlp);
+    let mlp_cos = cosine(&cpu_mlp, &gpu_mlp);
     let mlp_ratio = norm(&gpu_mlp) / norm(&cpu_mlp);
-    let cpu_move = sub(&logits(cpu, true, Some(&plan)), &logits(cpu, false, None));
-    let gpu_move = sub(&logits(gpu, true, Some(&plan)), &gpu_plain);
-    let logit_cos = cos(&cpu_move, &gpu_move);
+    let cpu_plain = logits(cpu, false, None);
+    let cpu_move = minus(&logits(cpu, true, Some(&plan)), &cpu_plain);
+    let gpu_move = minus(&logits(gpu, true, Some(&plan)), &gpu_plain);
+    let logit_cos = cosine(&cpu_move, &gpu_move);
+    // the floor of each backend's logits: the move under the same edit at a strength of 1e-6,
+    // which steers nothing and only crosses rounding steps (`logit_roughness_of_a_quantised_model`)
+    let tiny = mean_direction_plan(cpu, &cap, &layers, 1e-6);
+    let cpu_floor = norm(&minus(&logits(cpu, true, Some(&tiny)), &cpu_plain));
+    let gpu_floor = norm(&minus(&logits(gpu, true, Some(&tiny)), &gpu_plain));
     eprintln!(
         "layer {} MLP output moved: cos {mlp_cos:.5} between backends, GPU/CPU size {mlp_ratio:.4}; \
-         logits moved: cos {logit_cos:.4}, GPU/CPU size {:.3}",
+         logits moved: cos {logit_cos:.4}, GPU/CPU size {:.3}; a 1e-6 edit moves the logits by \
+         {:.3} (CPU) and {:.3} (GPU) of the full edit's move; plain logits differ across backends \
+         by {:.3} of the CPU's move",
         layers[0],
-        norm(&gpu_move) / norm(&cpu_move)
+        norm(&gpu_move) / norm(&cpu_move),
+        cpu_floor / norm(&cpu_move),
+        gpu_floor / norm(&gpu_move),
+        norm(&minus(&gpu_plain, &cpu_plain)) / norm(&cpu_move),
     );
     assert!(
         mlp_cos > 0.99 && (0.9..1.1).contains(&mlp_ratio),
