@@ -10,7 +10,7 @@ const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/lamp/tiny_lamp2"
 );
-const METHODS: [&str; 10] = [
+const METHODS: [&str; 11] = [
     "instruct",
     "history-prompt",
     "insight-prompt",
@@ -20,6 +20,7 @@ const METHODS: [&str; 10] = [
     "p-only",
     "n-only",
     "other-user",
+    "null-edit",
     "no-model",
 ];
 
@@ -164,6 +165,8 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     };
     let own = profiled_users("chameleon");
     assert_eq!(profiled_users("other-user"), if own == 2 { 2 } else { 0 });
+    // `null-edit` applies each user's own profile, at its fixed strength
+    assert_eq!(profiled_users("null-edit"), own);
 
     // `no-model` answers each question with a tag from that question's own profile, without the model
     let questions: serde_json::Value =

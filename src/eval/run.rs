@@ -13,6 +13,7 @@
 //! | `chameleon-group` | as `instruct` | one profile fitted on train-split users |
 //! | `p-only`, `n-only` | as `instruct` | the user's profile, one direction only |
 //! | `other-user` | as `instruct` | the next profiled user's profile |
+//! | `null-edit` | as `instruct` | the user's profile at a strength of 1e-5: steers nothing |
 //! | `no-model` | no model: the profile's most frequent tag, median score, or the input itself | |
 //!
 //! Users, their history, insights, pairs and profiles go into the store like any user's, so a re-run
@@ -74,14 +75,24 @@ pub enum Method {
     /// one, in the split's order); the others as `instruct`. How much of `chameleon`'s effect is the
     /// user's own.
     OtherUser,
+    /// Control: the user's own profile at a strength of [`NULL_EDIT_STRENGTH`] (both directions). It
+    /// steers nothing, but it changes a few f32s of the MLP outputs, and a quantised model's logits
+    /// jump at such changes (its matrix products round their inputs to 8 bits), so the answers it
+    /// changes are what rounding alone changes: the noise band of every edited method's `changed`.
+    NullEdit,
     /// Floor: the answer the user's profile gives without any model: their most frequent tag, their
     /// median score, the input itself.
     NoModel,
 }
 
+/// The strength of [`Method::NullEdit`]: five orders of magnitude below the paper's 1, and large
+/// enough to change f32s (SmolLM2's logits stay bit for bit at 1e-9 and jump at 1e-7: README,
+/// "On a GPU", third session).
+pub const NULL_EDIT_STRENGTH: f32 = 1e-5;
+
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 11] = [
         Method::Instruct,
         Method::HistoryPrompt,
         Method::InsightPrompt,
@@ -91,6 +102,7 @@ impl Method {
         Method::POnly,
         Method::NOnly,
         Method::OtherUser,
+        Method::NullEdit,
         Method::NoModel,
     ];
 
@@ -106,6 +118,7 @@ impl Method {
             Method::POnly => "p-only",
             Method::NOnly => "n-only",
             Method::OtherUser => "other-user",
+            Method::NullEdit => "null-edit",
             Method::NoModel => "no-model",
         }
     }
@@ -121,7 +134,11 @@ impl Method {
     fn uses_user_profile(self) -> bool {
         matches!(
             self,
-            Method::Chameleon | Method::POnly | Method::NOnly | Method::OtherUser
+            Method::Chameleon
+                | Method::POnly
+                | Method::NOnly
+                | Method::OtherUser
+                | Method::NullEdit
         )
     }
 }
@@ -700,6 +717,10 @@ impl<'a> Evaluator<'a> {
                     Method::OtherUser => unreachable!("answered after the users' own profiles"),
                     Method::POnly => user_profile.as_ref().map(|p| (p, a, Some(0.0))),
                     Method::NOnly => user_profile.as_ref().map(|p| (p, Some(0.0), b)),
+                    Method::NullEdit => {
+                        let s = Some(NULL_EDIT_STRENGTH);
+                        user_profile.as_ref().map(|p| (p, s, s))
+                    }
                     Method::ChameleonOnline => online_profile.as_ref().map(|p| (p, a, b)),
                     Method::ChameleonGroup => group_profile.as_ref().map(|p| (p, a, b)),
                 };
@@ -1138,6 +1159,10 @@ fn run_key(
         Method::InsightPrompt => {
             serde_json::json!({ "k": fit.k, "insight_tokens": fit.insight_tokens })
         }
+        // every parameter but the strengths, which it fixes
+        Method::NullEdit => {
+            without_strengths(&serde_json::to_value(fit).expect("params serialise"))
+        }
         // every parameter, the strengths applied included
         _ => serde_json::to_value(fit).expect("params serialise"),
     };
@@ -1258,9 +1283,28 @@ mod tests {
         assert_eq!(key(m, &base), key(m, &edit_only));
         assert_ne!(key(m, &base), key(m, &more_insight));
         assert_ne!(key(m, &base), key(m, &other_k));
-        for m in [Method::Chameleon, Method::POnly, Method::NOnly] {
+        for m in [
+            Method::Chameleon,
+            Method::POnly,
+            Method::NOnly,
+            Method::NullEdit,
+        ] {
             assert_ne!(key(m, &base), key(m, &edit_only), "{}", m.name());
         }
+        // the null edit fixes its strengths: the ones asked for do not reach its answers
+        let stronger = FitParams {
+            alpha: 2.0,
+            beta: 3.0,
+            ..base.clone()
+        };
+        assert_eq!(
+            key(Method::NullEdit, &base),
+            key(Method::NullEdit, &stronger)
+        );
+        assert_ne!(
+            key(Method::Chameleon, &base),
+            key(Method::Chameleon, &stronger)
+        );
         assert_ne!(
             key(Method::Instruct, &base),
             key(Method::HistoryPrompt, &base)
