@@ -75,10 +75,9 @@ pub enum Method {
     /// one, in the split's order); the others as `instruct`. How much of `chameleon`'s effect is the
     /// user's own.
     OtherUser,
-    /// Control: the user's own profile at a strength of [`NULL_EDIT_STRENGTH`] (both directions). It
-    /// steers nothing, but it changes a few f32s of the MLP outputs, and a quantised model's logits
-    /// jump at such changes (its matrix products round their inputs to 8 bits), so the answers it
-    /// changes are what rounding alone changes: the noise band of every edited method's `changed`.
+    /// Control: the user's own profile at a strength of 1e-5 (alpha and beta; `NULL_EDIT_STRENGTH`).
+    /// It steers nothing, but a quantised model's logits jump when a few f32s change, so the answers
+    /// it changes are what rounding alone changes: the noise band of the edited methods' `changed`.
     NullEdit,
     /// Floor: the answer the user's profile gives without any model: their most frequent tag, their
     /// median score, the input itself.
