@@ -312,6 +312,9 @@ pub struct EvalReport {
     pub model: String,
     /// The model's fingerprint.
     pub fingerprint: String,
+    /// The GPU the layers ran on ([`Model::gpu_backend`]); absent on the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// Questions answered per method.
     pub questions: usize,
     /// Distinct users among them.
@@ -341,8 +344,12 @@ impl EvalReport {
             Some(_) => "unparsable",
             None => "",
         };
+        let on = self
+            .backend
+            .as_ref()
+            .map_or_else(String::new, |b| format!(" on {b}"));
         let mut s = format!(
-            "{} {} ({}), {} questions, {} users, model {}\n\n| method |",
+            "{} {} ({}), {} questions, {} users, model {}{on}\n\n| method |",
             self.set, self.split, self.task, self.questions, self.users, self.model
         );
         for n in &names {
@@ -624,14 +631,13 @@ impl<'a> Evaluator<'a> {
             TaskKind::Rating => 8,
             TaskKind::Generation => 64,
         });
-        let common = serde_json::json!({
-            "eval_version": EVAL_VERSION,
-            "prompt_version": PROMPT_VERSION,
-            "model": self.fingerprint,
-            "set": set_name,
-            "split": opts.split,
-            "answer_tokens": answer_tokens,
-        });
+        let common = answer_scope(
+            &self.fingerprint,
+            self.model.gpu_backend().as_deref(),
+            &set_name,
+            &opts.split,
+            answer_tokens,
+        );
 
         let mut predictions: BTreeMap<Method, Vec<Option<Prediction>>> = methods
             .iter()
@@ -829,6 +835,7 @@ impl<'a> Evaluator<'a> {
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             fingerprint: self.fingerprint.clone(),
+            backend: self.model.gpu_backend(),
             questions: set.questions.len(),
             users: users.len(),
             options: serde_json::json!({
@@ -1142,6 +1149,31 @@ fn compare_with_instruct(
 /// The key of a method's answers: a hash of everything that decides them, and nothing else, so that
 /// a run that changes only how profiles are fitted or applied (strengths, pairs, directions) does not
 /// answer the unedited methods again.
+/// What every answer of a run shares in its key: the model file, the GPU it ran on (if any), the set,
+/// the split and the answer length. A CPU run has no `backend` field, so the keys of answers stored
+/// before it existed stay valid; a GPU's answers never serve a CPU run or another GPU's (the two
+/// backends disagree on 12 of SmolLM2's 74 LaMP-2 dev answers: docs/evaluation.md).
+fn answer_scope(
+    fingerprint: &str,
+    gpu_backend: Option<&str>,
+    set: &str,
+    split: &str,
+    answer_tokens: usize,
+) -> serde_json::Value {
+    let mut common = serde_json::json!({
+        "eval_version": EVAL_VERSION,
+        "prompt_version": PROMPT_VERSION,
+        "model": fingerprint,
+        "set": set,
+        "split": split,
+        "answer_tokens": answer_tokens,
+    });
+    if let Some(b) = gpu_backend {
+        common["backend"] = b.into();
+    }
+    common
+}
+
 fn run_key(
     common: &serde_json::Value,
     method: Method,
@@ -1384,6 +1416,29 @@ mod tests {
         let mut other_params = profile(1.0, 1.0, 5);
         other_params.params = serde_json::json!({"fit": 2});
         assert_ne!(a, profile_identity(&other_params));
+    }
+
+    #[test]
+    fn answers_are_scoped_to_the_gpu_and_cpu_keys_stay_as_stored() {
+        let cpu = answer_scope("f", None, "s", "dev", 16);
+        // the scope answers were stored under before backends were told apart: CPU keys must not move
+        assert_eq!(
+            cpu,
+            serde_json::json!({
+                "eval_version": EVAL_VERSION,
+                "prompt_version": PROMPT_VERSION,
+                "model": "f",
+                "set": "s",
+                "split": "dev",
+                "answer_tokens": 16,
+            })
+        );
+        let gpu = answer_scope("f", Some("CUDA0 (NVIDIA H200), layers -1"), "s", "dev", 16);
+        let other = answer_scope("f", Some("CUDA0 (NVIDIA H100), layers -1"), "s", "dev", 16);
+        let f = FitParams::default();
+        let key = |c: &serde_json::Value| run_key(c, Method::Instruct, &f, None);
+        assert_ne!(key(&cpu), key(&gpu));
+        assert_ne!(key(&gpu), key(&other));
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub struct Model {
     fingerprint: OnceLock<String>,
     /// LoRA adapters loaded into the model; llama.cpp frees them with the model.
     loras: Vec<NonNull<sys::llama_adapter_lora>>,
+    /// The layers asked to run on a GPU (`ModelParams::gpu_layers`).
+    gpu_layers: i32,
 }
 
 /// A LoRA adapter loaded with [`Model::load_lora`], to activate with [`Context::set_lora`].
@@ -162,6 +164,7 @@ impl Model {
             },
             fingerprint: OnceLock::new(),
             loras: Vec::new(),
+            gpu_layers: params.gpu_layers,
         };
         model.info = model.read_info(file_size);
         Ok(model)
@@ -252,6 +255,21 @@ impl Model {
     /// Hidden size.
     pub fn n_embd(&self) -> usize {
         self.info.n_embd
+    }
+
+    /// The GPUs this model's layers run on, and how many layers were asked for (`-1`: all), as
+    /// `CUDA0 (NVIDIA H200), layers -1`; `None` when everything runs on the CPU (a CPU build, or
+    /// `gpu_layers` 0). Backends round differently, so greedy answers can differ between them.
+    pub fn gpu_backend(&self) -> Option<String> {
+        if self.gpu_layers == 0 || !backend::gpu_offload() {
+            return None;
+        }
+        let gpus: Vec<String> = backend::devices()
+            .into_iter()
+            .filter(|d| !d.cpu)
+            .map(|d| format!("{} ({})", d.name, d.description))
+            .collect();
+        (!gpus.is_empty()).then(|| format!("{}, layers {}", gpus.join(", "), self.gpu_layers))
     }
 
     /// Where this architecture's MLP output sits in the graph, if chameleon knows it.
