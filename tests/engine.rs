@@ -277,8 +277,8 @@ fn minus(a: &[f32], b: &[f32]) -> Vec<f32> {
 /// measurement, not a check: `cargo test --test engine -- --ignored roughness --nocapture`). The
 /// matrix products of a Q4 model quantise their inputs to 8 bits, so the logits are a step function
 /// of the residual stream: an edit too small to change any f32 moves nothing, and one that changes a
-/// few ulps already crosses some rounding steps downstream and moves them by a fixed amount. Both ends
-/// are asserted; the numbers between are printed.
+/// few ulps already crosses some rounding steps downstream and moves them by a fixed amount. Asserted:
+/// strength 0 moves nothing and strength 1 moves something; the numbers between are printed.
 #[test]
 #[ignore = "a measurement: cargo test --test engine -- --ignored roughness --nocapture"]
 fn logit_roughness_of_a_quantised_model() {
