@@ -199,6 +199,10 @@ fn fit_stores_unit_directions_and_the_profile_changes_answers() {
         assert_eq!(f(a, "mlp_share"), f(b, "mlp_share"));
     }
     assert!(one["output_moved"].as_f64().unwrap() > 0.0);
+    // the rounding reading applies the same edit at a fixed strength: the asked strength is not in it
+    let rounding = one["output_moved_by_rounding"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&rounding), "{one}");
+    assert_eq!(two["output_moved_by_rounding"].as_f64().unwrap(), rounding);
     // another model's fingerprint is refused
     let other = ModelIdentity {
         fingerprint: "0".repeat(64),

@@ -1,13 +1,15 @@
 //! `chameleon profile export`: a fitted profile as a LoRA adapter for stock llama.cpp;
 //! `chameleon profile inspect`: how far a profile's edit reaches on a prompt.
 
+use std::sync::Arc;
+
 use clap::{Args, Subcommand};
 
 use super::generate::ProfileArgs;
 use super::{Global, ModelArgs};
 use crate::llm::CaptureRequest;
 use crate::steer::lora::export_lora;
-use crate::steer::{Reach, median, reach};
+use crate::steer::{NULL_STRENGTH, Reach, median, reach};
 
 #[derive(Debug, Args)]
 pub struct ProfileCmdArgs {
@@ -49,6 +51,8 @@ struct Inspection {
     layers: Vec<Reach>,
     /// `||h_L(edited) - h_L|| / ||h_L||` at the last layer's output, median over positions.
     output_moved: f32,
+    /// The same at strength [`NULL_STRENGTH`], which steers nothing: how far rounding alone moves it.
+    output_moved_by_rounding: f32,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +123,8 @@ fn inspect(a: &InspectArgs, global: &Global) -> anyhow::Result<()> {
     let plain = ctx.probe(&tokens, &names)?;
     ctx.set_plan(plan.clone())?;
     let edited = ctx.probe(&tokens, &names[names.len() - 1..])?;
+    ctx.set_plan(Arc::new(plan.at_strength(NULL_STRENGTH)))?;
+    let nulled = ctx.probe(&tokens, &names[names.len() - 1..])?;
 
     let mut reaches = Vec::new();
     for (e, resid) in plan.edits().iter().zip(&plain) {
@@ -134,24 +140,29 @@ fn inspect(a: &InspectArgs, global: &Global) -> anyhow::Result<()> {
         reaches.push(r);
     }
     let out_plain = plain.last().expect("the last layer was probed");
-    let out_edit = &edited[0];
     let d = model.n_embd();
-    if out_plain.len() != out_edit.len() || out_plain.is_empty() {
-        anyhow::bail!("the last layer's output was not read back");
-    }
-    let moved: Vec<f32> = out_plain
-        .chunks_exact(d)
-        .zip(out_edit.chunks_exact(d))
-        .map(|(h, g)| {
-            let diff: f32 = h.iter().zip(g).map(|(a, b)| (a - b) * (a - b)).sum();
-            let norm: f32 = h.iter().map(|a| a * a).sum();
-            (diff / norm.max(f32::MIN_POSITIVE)).sqrt()
-        })
-        .collect();
+    // median over positions of ||h_L(edited) - h_L|| / ||h_L||
+    let moved = |out_edit: &[f32]| -> anyhow::Result<f32> {
+        if out_plain.len() != out_edit.len() || out_plain.is_empty() {
+            anyhow::bail!("the last layer's output was not read back");
+        }
+        Ok(median(
+            out_plain
+                .chunks_exact(d)
+                .zip(out_edit.chunks_exact(d))
+                .map(|(h, g)| {
+                    let diff: f32 = h.iter().zip(g).map(|(a, b)| (a - b) * (a - b)).sum();
+                    let norm: f32 = h.iter().map(|a| a * a).sum();
+                    (diff / norm.max(f32::MIN_POSITIVE)).sqrt()
+                })
+                .collect(),
+        ))
+    };
     let report = Inspection {
         tokens: tokens.len(),
         layers: reaches,
-        output_moved: median(moved),
+        output_moved: moved(&edited[0])?,
+        output_moved_by_rounding: moved(&nulled[0])?,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -171,8 +182,10 @@ fn inspect(a: &InspectArgs, global: &Global) -> anyhow::Result<()> {
         );
     }
     println!(
-        "the last layer's output moves by {:.2}% (x: MLP output, h: residual stream after the layer)",
-        100.0 * report.output_moved
+        "the last layer's output moves by {:.2}%; by {:.2}% under the same edit at strength {NULL_STRENGTH:e}, \
+         which steers nothing: rounding alone (x: MLP output, h: residual stream after the layer)",
+        100.0 * report.output_moved,
+        100.0 * report.output_moved_by_rounding
     );
     Ok(())
 }

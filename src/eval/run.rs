@@ -84,10 +84,9 @@ pub enum Method {
     NoModel,
 }
 
-/// The strength of [`Method::NullEdit`]: five orders of magnitude below the paper's 1, and large
-/// enough to change f32s (SmolLM2's logits stay bit for bit at 1e-9 and jump at 1e-7: README,
-/// "On a GPU", third session).
-pub const NULL_EDIT_STRENGTH: f32 = 1e-5;
+/// The strength of [`Method::NullEdit`] ([`crate::steer::NULL_STRENGTH`]; README, Measured, "On a
+/// GPU", third session).
+pub const NULL_EDIT_STRENGTH: f32 = crate::steer::NULL_STRENGTH;
 
 impl Method {
     /// Every method, in report order.

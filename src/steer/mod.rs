@@ -74,6 +74,12 @@ pub enum PlanError {
 
 static NEXT_PLAN_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A strength that steers nothing: five orders of magnitude below the paper's 1, yet large enough to
+/// change f32s of the MLP output (SmolLM2's logits stay bit for bit at 1e-9 and move at 1e-7). A
+/// quantised model's matrix products round their inputs to 8 bits, so such a change still moves the
+/// logits by a few percent: an edit at this strength measures what rounding alone does.
+pub const NULL_STRENGTH: f32 = 1e-5;
+
 impl EditPlan {
     /// The plan that edits nothing (id 0: identical to running without a plan).
     pub fn empty(n_layer: usize, hidden: usize) -> Self {
@@ -126,6 +132,24 @@ impl EditPlan {
             by_layer,
             edits,
         })
+    }
+
+    /// The same edits with every strength that is not 0 set to `strength` (a direction switched off
+    /// stays off), under a new id. At [`NULL_STRENGTH`] it steers nothing, and what it still changes
+    /// is rounding.
+    pub fn at_strength(&self, strength: f32) -> EditPlan {
+        let set = |s: f32| if s == 0.0 { 0.0 } else { strength };
+        let edits: Vec<LayerEdit> = self
+            .edits
+            .iter()
+            .map(|e| LayerEdit {
+                alpha: set(e.alpha),
+                beta: set(e.beta),
+                ..e.clone()
+            })
+            .collect();
+        EditPlan::new(self.n_layer(), self.hidden, edits)
+            .expect("the same layers and directions as a plan already built")
     }
 
     /// Process-unique id; 0 for a plan that edits nothing.
@@ -451,5 +475,36 @@ mod tests {
         assert_ne!(a.id(), b.id());
         assert_eq!(EditPlan::new(1, 1, vec![]).unwrap().id(), 0);
         assert_eq!(EditPlan::empty(1, 1).id(), 0);
+    }
+
+    #[test]
+    fn a_plan_at_another_strength_keeps_its_layers_directions_and_switched_off_directions() {
+        let edit = |layer, alpha, beta| LayerEdit {
+            layer,
+            p: vec![0.6, 0.8],
+            n: vec![0.0, 1.0],
+            alpha,
+            beta,
+        };
+        let plan = EditPlan::new(4, 2, vec![edit(1, 2.0, 0.0), edit(3, 0.0, 0.5)]).unwrap();
+        let null = plan.at_strength(NULL_STRENGTH);
+        assert_ne!(null.id(), plan.id());
+        assert_eq!((null.n_layer(), null.hidden()), (4, 2));
+        let got: Vec<_> = null
+            .edits()
+            .iter()
+            .map(|e| (e.layer, e.alpha, e.beta, e.p.clone(), e.n.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, NULL_STRENGTH, 0.0, vec![0.6, 0.8], vec![0.0, 1.0]),
+                (3, 0.0, NULL_STRENGTH, vec![0.6, 0.8], vec![0.0, 1.0]),
+            ]
+        );
+        // the null strength barely moves a vector: far below any steering, not exactly nothing
+        let mut x = vec![3.0, 4.0];
+        null.apply_rows(1, &mut x);
+        assert!(x != [3.0, 4.0] && (x[0] - 3.0).abs() < 1e-3 && (x[1] - 4.0).abs() < 1e-3);
     }
 }
