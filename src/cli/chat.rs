@@ -25,9 +25,7 @@ pub struct ChatArgs {
 
 pub fn run(args: ChatArgs, global: &Global) -> anyhow::Result<()> {
     let mut model = args.model.load(global)?;
-    let edit = args
-        .profile
-        .edit(&mut model, &args.apply, args.model.gpu_layers, global)?;
+    let edit = args.profile.edit(&mut model, &args.apply, global)?;
     let mut params = args.model.context_params();
     params.hook = edit.as_ref().is_none_or(Edit::needs_hook);
     let mut ctx = model.new_context(&params)?;

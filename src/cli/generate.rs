@@ -70,14 +70,8 @@ impl Edit {
     ///
     /// # Errors
     /// See [`Apply::use_lora`]; export or load failures.
-    pub fn prepare(
-        model: &mut Model,
-        plan: Arc<EditPlan>,
-        apply: Apply,
-        gpu_layers: i32,
-    ) -> anyhow::Result<Edit> {
-        let on_gpu = gpu_layers != 0 && crate::llm::gpu_offload();
-        if !apply.use_lora(model.mlp_node().post_norm, on_gpu)? {
+    pub fn prepare(model: &mut Model, plan: Arc<EditPlan>, apply: Apply) -> anyhow::Result<Edit> {
+        if !apply.use_lora(model.mlp_node().post_norm, model.on_gpu())? {
             return Ok(Edit::Hook(plan));
         }
         let dir = private_temp_dir()?;
@@ -205,11 +199,10 @@ impl ProfileArgs {
         &self,
         model: &mut Model,
         apply: &ApplyArgs,
-        gpu_layers: i32,
         global: &Global,
     ) -> anyhow::Result<Option<Edit>> {
         self.plan(model, global)?
-            .map(|plan| Edit::prepare(model, plan, apply.apply, gpu_layers))
+            .map(|plan| Edit::prepare(model, plan, apply.apply))
             .transpose()
     }
 }
@@ -272,9 +265,7 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
     let mut model = args.model.load(global)?;
-    let edit = args
-        .profile
-        .edit(&mut model, &args.apply, args.model.gpu_layers, global)?;
+    let edit = args.profile.edit(&mut model, &args.apply, global)?;
     let mut params = args.model.context_params();
     params.hook = edit.as_ref().is_none_or(Edit::needs_hook);
     let mut ctx = model.new_context(&params)?;

@@ -75,7 +75,7 @@ pub enum Method {
     /// one, in the split's order); the others as `instruct`. How much of `chameleon`'s effect is the
     /// user's own.
     OtherUser,
-    /// Control: the user's own profile at a strength of 1e-5 (alpha and beta; `NULL_EDIT_STRENGTH`).
+    /// Control: the user's own profile at a strength of 1e-5 (alpha and beta; `steer::NULL_STRENGTH`).
     /// It steers nothing, but a quantised model's logits jump when a few f32s change, so the answers
     /// it changes are what rounding alone changes: the noise band of the edited methods' `changed`.
     NullEdit,
@@ -83,10 +83,6 @@ pub enum Method {
     /// median score, the input itself.
     NoModel,
 }
-
-/// The strength of [`Method::NullEdit`] ([`crate::steer::NULL_STRENGTH`]; README, Measured, "On a
-/// GPU", third session).
-pub const NULL_EDIT_STRENGTH: f32 = crate::steer::NULL_STRENGTH;
 
 impl Method {
     /// Every method, in report order.
@@ -630,9 +626,10 @@ impl<'a> Evaluator<'a> {
             TaskKind::Rating => 8,
             TaskKind::Generation => 64,
         });
+        let backend = self.model.gpu_backend();
         let common = answer_scope(
             &self.fingerprint,
-            self.model.gpu_backend().as_deref(),
+            backend.as_deref(),
             &set_name,
             &opts.split,
             answer_tokens,
@@ -722,7 +719,7 @@ impl<'a> Evaluator<'a> {
                     Method::POnly => user_profile.as_ref().map(|p| (p, a, Some(0.0))),
                     Method::NOnly => user_profile.as_ref().map(|p| (p, Some(0.0), b)),
                     Method::NullEdit => {
-                        let s = Some(NULL_EDIT_STRENGTH);
+                        let s = Some(crate::steer::NULL_STRENGTH);
                         user_profile.as_ref().map(|p| (p, s, s))
                     }
                     Method::ChameleonOnline => online_profile.as_ref().map(|p| (p, a, b)),
@@ -834,7 +831,7 @@ impl<'a> Evaluator<'a> {
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             fingerprint: self.fingerprint.clone(),
-            backend: self.model.gpu_backend(),
+            backend,
             questions: set.questions.len(),
             users: users.len(),
             options: serde_json::json!({
@@ -1145,9 +1142,6 @@ fn compare_with_instruct(
     })
 }
 
-/// The key of a method's answers: a hash of everything that decides them, and nothing else, so that
-/// a run that changes only how profiles are fitted or applied (strengths, pairs, directions) does not
-/// answer the unedited methods again.
 /// What every answer of a run shares in its key: the model file, the GPU it ran on (if any), the set,
 /// the split and the answer length. A CPU run has no `backend` field, so the keys of answers stored
 /// before it existed stay valid; a GPU's answers never serve a CPU run or another GPU's (the two
@@ -1173,6 +1167,9 @@ fn answer_scope(
     common
 }
 
+/// The key of a method's answers: a hash of everything that decides them, and nothing else, so that
+/// a run that changes only how profiles are fitted or applied (strengths, pairs, directions) does not
+/// answer the unedited methods again.
 fn run_key(
     common: &serde_json::Value,
     method: Method,

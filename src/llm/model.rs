@@ -257,11 +257,16 @@ impl Model {
         self.info.n_embd
     }
 
+    /// Whether some of this model's layers run on a GPU: a GPU build asked for any (`gpu_layers` not 0).
+    pub fn on_gpu(&self) -> bool {
+        self.gpu_layers != 0 && backend::gpu_offload()
+    }
+
     /// The GPUs this model's layers run on, and how many layers were asked for (`-1`: all), as
-    /// `CUDA0 (NVIDIA H200), layers -1`; `None` when everything runs on the CPU (a CPU build, or
-    /// `gpu_layers` 0). Backends round differently, so greedy answers can differ between them.
+    /// `CUDA0 (NVIDIA H200), layers -1`; `None` when everything runs on the CPU ([`Model::on_gpu`]).
+    /// Backends round differently, so greedy answers can differ between them.
     pub fn gpu_backend(&self) -> Option<String> {
-        if self.gpu_layers == 0 || !backend::gpu_offload() {
+        if !self.on_gpu() {
             return None;
         }
         let gpus: Vec<String> = backend::devices()
