@@ -152,6 +152,21 @@ fn donors(profiled: &[bool]) -> Vec<Option<usize>> {
     out
 }
 
+/// The log line's estimate of what is left of the per-user pass, at the pace so far (`secs` for the
+/// first `done` of `of` users; a resumed run's cached users are quick, so it starts low): empty once
+/// every user is done.
+fn eta(secs: f64, done: usize, of: usize) -> String {
+    if done == 0 || done >= of {
+        return String::new();
+    }
+    let left = secs / done as f64 * (of - done) as f64;
+    if left < 90.0 {
+        format!(", about {left:.0} s to go")
+    } else {
+        format!(", about {:.0} min to go", left / 60.0)
+    }
+}
+
 /// How many train users the group profile is fitted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -733,14 +748,15 @@ impl<'a> Evaluator<'a> {
             }
             own_profiles.push(user_profile);
             if log_lines {
+                let secs = started.elapsed().as_secs_f64();
                 eprintln!(
-                    "eval: user {}/{} done ({}), {}/{} answers, {:.0} s",
+                    "eval: user {}/{} done ({}), {}/{} answers, {secs:.0} s{}",
                     ui + 1,
                     users.len(),
                     user.key,
                     bar.position(),
                     total,
-                    started.elapsed().as_secs_f64()
+                    eta(secs, ui + 1, users.len())
                 );
             }
         }
@@ -1280,6 +1296,14 @@ fn without_strengths(fit: &serde_json::Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eta_extrapolates_the_pace_so_far_and_ends_empty() {
+        assert_eq!(eta(120.0, 2, 5), ", about 3 min to go");
+        assert_eq!(eta(30.0, 1, 3), ", about 60 s to go");
+        assert_eq!(eta(500.0, 5, 5), "");
+        assert_eq!(eta(0.0, 0, 5), "");
+    }
 
     #[test]
     fn run_keys_follow_only_what_decides_the_answers() {
