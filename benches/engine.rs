@@ -46,6 +46,7 @@ fn plan(model: &Model, layers: &[usize]) -> Arc<EditPlan> {
             n: unit(d, 99 + layer as u64),
             alpha: 1.0,
             beta: 1.0,
+            add: Default::default(),
         })
         .collect();
     Arc::new(EditPlan::new(model.n_layer(), d, edits).expect("valid plan"))

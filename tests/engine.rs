@@ -63,6 +63,7 @@ fn plan(model: &Model, layers: &[usize], alpha: f32, beta: f32, seed: u64) -> Ar
             n: common::unit(d, seed + 1000 + layer as u64),
             alpha,
             beta,
+            add: Default::default(),
         })
         .collect();
     Arc::new(EditPlan::new(model.n_layer(), d, edits).unwrap())
@@ -115,6 +116,7 @@ fn empty_and_zero_plans_match_no_hook_bit_for_bit() {
                     n: vec![0.0; d],
                     alpha: 1.0,
                     beta: 1.0,
+                    add: Default::default(),
                 })
                 .collect(),
         )
@@ -255,6 +257,7 @@ fn mean_direction_plan(
                 n: common::unit(model.n_embd(), 1000 + layer as u64),
                 alpha: s,
                 beta: s,
+                add: Default::default(),
             }
         })
         .collect();

@@ -10,7 +10,7 @@ const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/lamp/tiny_lamp2"
 );
-const METHODS: [&str; 11] = [
+const METHODS: [&str; 14] = [
     "instruct",
     "history-prompt",
     "insight-prompt",
@@ -21,6 +21,9 @@ const METHODS: [&str; 11] = [
     "n-only",
     "other-user",
     "null-edit",
+    "align",
+    "align-other-user",
+    "auto",
     "no-model",
 ];
 
@@ -125,7 +128,15 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     // the others never say
     for (line, method) in lines[2..].iter().zip(METHODS) {
         let ps: Vec<_> = preds.iter().filter(|p| p["method"] == method).collect();
-        if ["instruct", "history-prompt", "insight-prompt", "no-model"].contains(&method) {
+        if [
+            "instruct",
+            "history-prompt",
+            "insight-prompt",
+            "no-model",
+            "auto",
+        ]
+        .contains(&method)
+        {
             assert!(ps.iter().all(|p| p.get("profiled").is_none()), "{method}");
             continue;
         }
@@ -167,6 +178,12 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     assert_eq!(profiled_users("other-user"), if own == 2 { 2 } else { 0 });
     // `null-edit` applies each user's own profile, at its fixed strength
     assert_eq!(profiled_users("null-edit"), own);
+    // `align-other-user` lends the real-answer directions the same way
+    let aligned = profiled_users("align");
+    assert_eq!(
+        profiled_users("align-other-user"),
+        if aligned == 2 { 2 } else { 0 }
+    );
 
     // `no-model` answers each question with a tag from that question's own profile, without the model
     let questions: serde_json::Value =
@@ -203,7 +220,8 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
             "chameleon-online",
             "chameleon-group",
             "p-only",
-            "n-only"
+            "n-only",
+            "align"
         ]
         .iter()
         .any(|m| ids.iter().any(|id| raw(m, id) != raw("instruct", id))),

@@ -62,6 +62,7 @@ fn the_adapter_reproduces_the_runtime_edit() {
             n: common::unit(d, 50 + layer as u64),
             alpha: 1.0,
             beta: 1.0,
+            add: Default::default(),
         })
         .collect();
     drop(pc);
@@ -166,6 +167,7 @@ fn export_is_refused_for_a_post_mlp_norm_architecture() {
             n: vec![0.0; 640],
             alpha: 1.0,
             beta: 1.0,
+            add: Default::default(),
         }],
     )
     .unwrap();

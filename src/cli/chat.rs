@@ -26,10 +26,12 @@ pub struct ChatArgs {
 pub fn run(args: ChatArgs, global: &Global) -> anyhow::Result<()> {
     let mut model = args.model.load(global)?;
     let edit = args.profile.edit(&mut model, &args.apply, global)?;
+    // the way's history block and insight open the conversation's first user turn
+    let mut part = args.profile.prompt_part(&model, global)?;
     let mut params = args.model.context_params();
     params.hook = edit.as_ref().is_none_or(Edit::needs_hook);
     let mut ctx = model.new_context(&params)?;
-    let personalised = edit.is_some();
+    let personalised = edit.is_some() || part.is_some();
     if let Some(edit) = &edit {
         edit.install(&mut ctx)?;
     }
@@ -50,7 +52,11 @@ pub fn run(args: ChatArgs, global: &Global) -> anyhow::Result<()> {
         if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
             break;
         }
-        messages.push(ChatMessage::new("user", line.trim().to_string()));
+        let content = match part.take() {
+            Some(p) => p.content(line.trim()),
+            None => line.trim().to_string(),
+        };
+        messages.push(ChatMessage::new("user", content));
         let prompt = model.apply_chat_template(&messages, true)?;
         let g = ctx.generate(&prompt, &args.sampling.options(), |piece| {
             let _ = out.write_all(piece.as_bytes());

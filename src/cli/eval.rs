@@ -8,6 +8,7 @@ use super::fit::FitFlags;
 use super::{Global, ModelArgs};
 use crate::eval::run::{default_eval_db, default_out};
 use crate::eval::{EvalOptions, Evaluator, GroupSize, Method};
+use crate::personalize::LayerChoice;
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -42,6 +43,10 @@ pub struct EvalArgs {
     pub reply_tokens: Option<usize>,
     #[command(flatten)]
     pub fit: FitFlags,
+    /// Layers of the `align` methods' fits, chosen among the middle half by how well the items agree
+    /// (`mid:N`), or a list.
+    #[arg(long, default_value = "mid:1")]
+    pub align_layers: LayerChoice,
     /// Per-question predictions, as JSON [default: `<set>-<split>.predictions.json`].
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -69,6 +74,7 @@ pub fn run(args: EvalArgs, global: &Global) -> anyhow::Result<()> {
         group_size: args.group_size,
         seed: args.fit.seed,
         fit: args.fit.params(),
+        align_layers: args.align_layers.clone(),
         answer_tokens: args.reply_tokens,
         progress,
     };

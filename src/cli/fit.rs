@@ -4,7 +4,8 @@ use clap::Args;
 
 use super::{Global, ModelArgs};
 use crate::personalize::{
-    FitParams, LayerChoice, Mode, PairAnswers, PersonalDirection, Personalizer, Pooling,
+    DEFAULT_GAMMA, FitParams, LayerChoice, Mode, PairAnswers, PersonalDirection, Personalizer,
+    Pooling, Route,
 };
 use crate::store::Store;
 
@@ -72,6 +73,13 @@ pub struct FitFlags {
     /// outputs (`svd`, the paper), or each pair's personalised-minus-neutral difference (`contrast`).
     #[arg(long, value_enum, default_value_t = PersonalDirection::Svd)]
     pub personal_direction: PersonalDirection,
+    /// Which directions to find: the paper's (synthetic pairs, a projection edit) or `align` (the
+    /// user's real answers against the model's own, an additive edit; method.md).
+    #[arg(long, value_enum, default_value_t = Route::Paper)]
+    pub route: Route,
+    /// Strength of the `align` route's additive edit, in units of each layer's typical MLP-output norm.
+    #[arg(long, default_value_t = DEFAULT_GAMMA)]
+    pub gamma: f32,
     /// Tokens per generated insight.
     #[arg(long, default_value_t = 96)]
     pub insight_tokens: usize,
@@ -99,6 +107,8 @@ impl FitFlags {
             pair_answers: self.pair_answers,
             personal_direction: self.personal_direction,
             insight_tokens: self.insight_tokens,
+            route: self.route,
+            gamma: self.gamma,
             ..FitParams::default()
         };
         p.ccs.seed = self.seed;
@@ -140,10 +150,17 @@ pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
     }
     println!("profile of {} fitted", report.owner);
     println!("  edited layers: {:?}", report.selected_layers);
-    println!(
-        "  pairs: {} used, {} dropped (identical answers), {} items reused from the store",
-        report.pairs, report.dropped_pairs, report.reused
-    );
+    if params.route == Route::Align {
+        println!(
+            "  history items: {} read (the model answers differently), {} where the model answers as the user, {} answers reused from the store",
+            report.pairs, report.dropped_pairs, report.reused
+        );
+    } else {
+        println!(
+            "  pairs: {} used, {} dropped (identical answers), {} items reused from the store",
+            report.pairs, report.dropped_pairs, report.reused
+        );
+    }
     println!("  history items embedded: {}", report.embedded);
     let t = &report.tokens;
     println!(

@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use super::{Global, ModelArgs};
 use crate::llm::{Context, GenerateOptions, LoraId, Model};
-use crate::personalize::profile_plan;
+use crate::personalize::policy::{UserContext, way_content};
+use crate::personalize::prompts::TaskFamily;
+use crate::personalize::{Strengths, Way, profile_plan, profile_way};
 use crate::steer::EditPlan;
 use crate::steer::lora::export_lora;
-use crate::store::{ModelIdentity, Owner, Store};
+use crate::store::{HistoryItem, ModelIdentity, Owner, Profile, Store};
 
 /// How a profile's edit runs (`--apply`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,8 +24,9 @@ pub enum Apply {
     /// output to host memory and back and splits llama.cpp's graph: about 1 ms a token on an H100,
     /// most of a small model's decode time there (README, "Measured").
     Hook,
-    /// The same edit as a rank-2 LoRA adapter on `ffn_down`, applied inside llama.cpp's own graph with
-    /// no callback; not for architectures with a norm after the MLP (gemma2/3).
+    /// Inside llama.cpp's own graph, with no callback: the paper's projection edit as a rank-2 LoRA
+    /// adapter on `ffn_down` (not for architectures with a norm after the MLP: gemma2/3), an `align`
+    /// profile's additive edit as a control vector (every architecture).
     Lora,
 }
 
@@ -62,6 +65,8 @@ pub enum Edit {
     Hook(Arc<EditPlan>),
     /// As an adapter loaded into the model.
     Lora(LoraId),
+    /// As llama.cpp's control vector ([`EditPlan::control_vector`]).
+    ControlVector(Vec<f32>),
 }
 
 impl Edit {
@@ -71,6 +76,23 @@ impl Edit {
     /// # Errors
     /// See [`Apply::use_lora`]; export or load failures.
     pub fn prepare(model: &mut Model, plan: Arc<EditPlan>, apply: Apply) -> anyhow::Result<Edit> {
+        // an additive edit alone is a control vector: in the graph on every architecture
+        if plan.adds() && !plan.projects() {
+            let in_graph = match apply {
+                Apply::Hook => false,
+                Apply::Lora => true,
+                Apply::Auto => model.on_gpu(),
+            };
+            return match (in_graph, plan.control_vector()) {
+                (false, _) => Ok(Edit::Hook(plan)),
+                (true, Some(v)) => Ok(Edit::ControlVector(v)),
+                (true, None) if apply == Apply::Auto => Ok(Edit::Hook(plan)),
+                (true, None) => anyhow::bail!(
+                    "`--apply lora`: the profile adds a vector at layer 0, which a control vector \
+                     cannot steer\nhint: use `--apply hook`"
+                ),
+            };
+        }
         if !apply.use_lora(model.mlp_node().post_norm, model.on_gpu())? {
             return Ok(Edit::Hook(plan));
         }
@@ -108,6 +130,7 @@ impl Edit {
         match self {
             Edit::Hook(plan) => ctx.set_plan(plan.clone())?,
             Edit::Lora(id) => ctx.set_lora(Some((*id, 1.0)))?,
+            Edit::ControlVector(v) => ctx.set_control_vector(Some(v))?,
         }
         Ok(())
     }
@@ -146,6 +169,45 @@ pub struct ProfileArgs {
     /// Override the profile's generic strength.
     #[arg(long)]
     pub beta: Option<f32>,
+    /// Override the additive strength of a profile fitted with `--route align` or `auto`.
+    #[arg(long)]
+    pub gamma: Option<f32>,
+    /// Answer this way instead of the one the profile's policy chose (`--route auto`): `none`,
+    /// `insight`, `retrieval`, `align@G`, `insight+align@G`.
+    #[arg(long, value_name = "WAY")]
+    pub way: Option<Way>,
+}
+
+/// What an `align` or `auto` profile adds to a request's text, the way its policy was scored: the
+/// user's representative history (or the items nearest the request), and the insight where the way
+/// shows it.
+#[derive(Debug)]
+pub struct PromptPart {
+    way: Way,
+    family: TaskFamily,
+    selected: Vec<HistoryItem>,
+    history: Vec<HistoryItem>,
+    k: usize,
+    insight: String,
+}
+
+impl PromptPart {
+    /// The user turn for `request`.
+    pub fn content(&self, request: &str) -> String {
+        let user = UserContext {
+            family: self.family,
+            selected: &self.selected,
+            history: &self.history,
+            k: self.k,
+            insight: &self.insight,
+        };
+        way_content(self.way, &user, request)
+    }
+
+    /// The way applied.
+    pub fn way(&self) -> Way {
+        self.way
+    }
 }
 
 impl ProfileArgs {
@@ -165,6 +227,69 @@ impl ProfileArgs {
     /// # Errors
     /// An unknown owner, a missing profile, or a profile fitted on another model.
     pub fn plan(&self, model: &Model, global: &Global) -> anyhow::Result<Option<Arc<EditPlan>>> {
+        let Some((_, profile)) = self.profile(model, global)? else {
+            return Ok(None);
+        };
+        let strengths = Strengths {
+            alpha: self.alpha,
+            beta: self.beta,
+            gamma: self.gamma,
+            way: self.way,
+        };
+        Ok(Some(Arc::new(profile_plan(&profile, &strengths)?)))
+    }
+
+    /// What the profile's way adds to the request's text: `None` for the paper's profiles (an edit
+    /// only), a group's, and `--no-edit`.
+    ///
+    /// # Errors
+    /// As [`ProfileArgs::plan`]; a store that cannot be read.
+    pub fn prompt_part(
+        &self,
+        model: &Model,
+        global: &Global,
+    ) -> anyhow::Result<Option<PromptPart>> {
+        let Some((owner, profile)) = self.profile(model, global)? else {
+            return Ok(None);
+        };
+        let (Some(way), Owner::User(name)) = (profile_way(&profile, self.way), &owner) else {
+            return Ok(None);
+        };
+        let store = Store::open(&global.db_path())?;
+        let user = store.require_user(name)?;
+        let history = store.history(user.id)?;
+        let ids: Vec<i64> = profile
+            .params
+            .get("selected")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let selected = history
+            .iter()
+            .filter(|h| ids.contains(&h.id.get()))
+            .cloned()
+            .collect();
+        let kind = history.first().map(|h| h.task.clone()).unwrap_or_default();
+        Ok(Some(PromptPart {
+            way,
+            family: TaskFamily::from_kind(&kind),
+            selected,
+            k: profile
+                .params
+                .pointer("/fit/k")
+                .and_then(serde_json::Value::as_u64)
+                .map_or(10, |k| k as usize),
+            insight: profile
+                .params
+                .get("insight")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            history,
+        }))
+    }
+
+    /// The owner and the stored profile these flags name (`None`: no profile asked for).
+    fn profile(&self, model: &Model, global: &Global) -> anyhow::Result<Option<(Owner, Profile)>> {
         if self.no_edit {
             return Ok(None);
         }
@@ -186,9 +311,7 @@ impl ProfileArgs {
                 "{owner} has no profile for this model\nhint: fit one with `chameleon fit {fit}` (same `--model`)"
             );
         };
-        Ok(Some(Arc::new(profile_plan(
-            &profile, self.alpha, self.beta,
-        )?)))
+        Ok(Some((owner, profile)))
     }
 
     /// The edit these flags ask for, prepared for `model` (`None`: answer unedited).
@@ -266,21 +389,34 @@ pub struct GenerateArgs {
 pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
     let mut model = args.model.load(global)?;
     let edit = args.profile.edit(&mut model, &args.apply, global)?;
+    let part = args.profile.prompt_part(&model, global)?;
+    if let Some(p) = &part {
+        eprintln!("personalised: way `{}`", p.way().name());
+    }
     let mut params = args.model.context_params();
     params.hook = edit.as_ref().is_none_or(Edit::needs_hook);
     let mut ctx = model.new_context(&params)?;
-    let prompt = if args.raw {
+    let plain_prompt = if args.raw {
         args.prompt.clone()
     } else {
         model.chat_prompt(args.system.as_deref(), &args.prompt)?
     };
+    // the way's history block and insight go in the user turn, as its policy was scored
+    let prompt = match &part {
+        Some(p) if !args.raw => {
+            model.chat_prompt(args.system.as_deref(), &p.content(&args.prompt))?
+        }
+        _ => plain_prompt.clone(),
+    };
     if args.compare {
-        let Some(edit) = edit else {
+        if edit.is_none() && part.is_none() {
             anyhow::bail!("`--compare` needs a profile (`--user NAME` or `--profile group:NAME`)");
-        };
+        }
         let opts = args.sampling.options();
-        let plain = ctx.generate(&prompt, &opts, |_| {})?;
-        edit.install(&mut ctx)?;
+        let plain = ctx.generate(&plain_prompt, &opts, |_| {})?;
+        if let Some(edit) = &edit {
+            edit.install(&mut ctx)?;
+        }
         let edited = ctx.generate(&prompt, &opts, |_| {})?;
         let mut out = std::io::stdout().lock();
         writeln!(

@@ -1,4 +1,5 @@
-//! `chameleon profile export`: a fitted profile as a LoRA adapter for stock llama.cpp;
+//! `chameleon profile export`: a fitted profile as a LoRA adapter or a control vector for stock
+//! llama.cpp;
 //! `chameleon profile inspect`: how far a profile's edit reaches on a prompt.
 
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use clap::{Args, Subcommand};
 use super::generate::ProfileArgs;
 use super::{Global, ModelArgs};
 use crate::llm::CaptureRequest;
+use crate::steer::cvec::export_control_vector;
 use crate::steer::lora::export_lora;
 use crate::steer::{NULL_STRENGTH, Reach, median, reach};
 
@@ -61,9 +63,18 @@ pub struct ExportLoraArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub profile: ProfileArgs,
-    /// Where to write the adapter.
+    /// Where to write the paper's projection edit as a LoRA adapter.
+    #[arg(
+        long,
+        value_name = "OUT.gguf",
+        required_unless_present = "control_vector",
+        conflicts_with = "control_vector"
+    )]
+    pub lora: Option<std::path::PathBuf>,
+    /// Where to write an `align` profile's additive edit as a control vector (llama.cpp
+    /// `--control-vector FILE`), at the profile's strength (or `--gamma`).
     #[arg(long, value_name = "OUT.gguf")]
-    pub lora: std::path::PathBuf,
+    pub control_vector: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: ProfileCmdArgs, global: &Global) -> anyhow::Result<()> {
@@ -76,21 +87,39 @@ pub fn run(args: ProfileCmdArgs, global: &Global) -> anyhow::Result<()> {
             let Some(plan) = a.profile.plan(&model, global)? else {
                 anyhow::bail!("name the profile with `--user NAME` or `--profile group:NAME`");
             };
+            if let Some(out) = &a.control_vector {
+                let n = export_control_vector(&plan, &model.info().arch, out)?;
+                eprintln!(
+                    "wrote `{}`: a control vector for {n} layer{}",
+                    out.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                eprintln!(
+                    "use it with llama.cpp: `llama-cli -m {} --control-vector {}`",
+                    model.path().display(),
+                    out.display()
+                );
+                return Ok(());
+            }
+            let out = a
+                .lora
+                .as_ref()
+                .expect("clap requires --lora or --control-vector");
             let n = export_lora(
                 model.path(),
                 &model.info().arch,
                 model.mlp_node(),
                 &plan,
-                &a.lora,
+                out,
             )?;
             eprintln!(
                 "wrote `{}`: rank-2 LoRA on `ffn_down` of {n} layers",
-                a.lora.display()
+                out.display()
             );
             eprintln!(
                 "use it with llama.cpp: `llama-cli -m {} --lora {}`",
                 model.path().display(),
-                a.lora.display()
+                out.display()
             );
             Ok(())
         }

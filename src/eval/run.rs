@@ -14,6 +14,9 @@
 //! | `p-only`, `n-only` | as `instruct` | the user's profile, one direction only |
 //! | `other-user` | as `instruct` | the next profiled user's profile |
 //! | `null-edit` | as `instruct` | the user's profile at a strength of 1e-5: steers nothing |
+//! | `align` | as `instruct` | the user's real-answer direction (`--route align`), added |
+//! | `align-other-user` | as `instruct` | the next aligned user's real-answer direction |
+//! | `auto` | the user's policy, chosen on their own held-out history | the policy's |
 //! | `no-model` | no model: the profile's most frequent tag, median score, or the input itself | |
 //!
 //! Users, their history, insights, pairs and profiles go into the store like any user's, so a re-run
@@ -40,13 +43,16 @@ use super::metrics::{
 };
 use super::prompts::history_prompt;
 use crate::llm::{Context, ContextParams, GenerateOptions, LlmError, Model, Token};
+use crate::personalize::policy::{UserContext, way_prompt};
 use crate::personalize::prompts::{PROMPT_VERSION, clip_chars, personalised_instruction};
 use crate::personalize::{
-    FIT_VERSION, FitParams, Material, Mode, PersonalizeError, Personalizer, profile_plan,
-    user_prompt,
+    FIT_VERSION, FitParams, LayerChoice, Material, Mode, PersonalizeError, Personalizer, Route,
+    Strengths, Way, default_policy_params, profile_plan, user_prompt,
 };
 use crate::steer::EditPlan;
-use crate::store::{EvalAnswer, NewItem, Owner, Profile, Store, StoreError, lamp_item};
+use crate::store::{
+    EvalAnswer, HistoryItem, NewItem, Owner, Profile, Store, StoreError, lamp_item,
+};
 
 /// Version of the evaluation's own prompts and answer handling; part of every answer's key.
 pub const EVAL_VERSION: u32 = 1;
@@ -79,6 +85,14 @@ pub enum Method {
     /// It steers nothing, but a quantised model's logits jump when a few f32s change, so the answers
     /// it changes are what rounding alone changes: the noise band of the edited methods' `changed`.
     NullEdit,
+    /// The user's own direction from their real answers (`fit --route align`), added at its layers.
+    Align,
+    /// Control for `align`: each aligned user answered through the next aligned user's direction.
+    AlignOtherUser,
+    /// Each user answered the way their own policy says (`fit --route auto`): chosen on their newest
+    /// history items held out, among no personalisation, the insight or retrieved history in the
+    /// prompt, the real-answer direction at a few strengths, and prompt and direction.
+    Auto,
     /// Floor: the answer the user's profile gives without any model: their most frequent tag, their
     /// median score, the input itself.
     NoModel,
@@ -86,7 +100,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 11] = [
+    pub const ALL: [Method; 14] = [
         Method::Instruct,
         Method::HistoryPrompt,
         Method::InsightPrompt,
@@ -97,6 +111,9 @@ impl Method {
         Method::NOnly,
         Method::OtherUser,
         Method::NullEdit,
+        Method::Align,
+        Method::AlignOtherUser,
+        Method::Auto,
         Method::NoModel,
     ];
 
@@ -113,6 +130,9 @@ impl Method {
             Method::NOnly => "n-only",
             Method::OtherUser => "other-user",
             Method::NullEdit => "null-edit",
+            Method::Align => "align",
+            Method::AlignOtherUser => "align-other-user",
+            Method::Auto => "auto",
             Method::NoModel => "no-model",
         }
     }
@@ -121,7 +141,11 @@ impl Method {
     fn edits(self) -> bool {
         !matches!(
             self,
-            Method::Instruct | Method::HistoryPrompt | Method::InsightPrompt | Method::NoModel
+            Method::Instruct
+                | Method::HistoryPrompt
+                | Method::InsightPrompt
+                | Method::NoModel
+                | Method::Auto
         )
     }
 
@@ -134,6 +158,10 @@ impl Method {
                 | Method::OtherUser
                 | Method::NullEdit
         )
+    }
+
+    fn uses_align_profile(self) -> bool {
+        matches!(self, Method::Align | Method::AlignOtherUser | Method::Auto)
     }
 }
 
@@ -221,6 +249,8 @@ pub struct EvalOptions {
     pub seed: u64,
     /// Parameters of every fit and of the history selection (`k`).
     pub fit: FitParams,
+    /// Layers of the `align` methods' fits (`fit.layers` is the paper's).
+    pub align_layers: LayerChoice,
     /// Most tokens per answer; by default 16 for labels, 8 for ratings, 64 for text.
     pub answer_tokens: Option<usize>,
     /// Show a progress bar.
@@ -333,6 +363,9 @@ pub struct EvalReport {
     pub options: serde_json::Value,
     /// One row per method.
     pub rows: Vec<MethodRow>,
+    /// How many users `auto` answered each way.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, usize>,
     /// Every answer.
     pub predictions: Vec<Prediction>,
 }
@@ -440,6 +473,14 @@ impl EvalReport {
         {
             s.push('\n');
         }
+        if !self.policies.is_empty() {
+            let ways: Vec<String> = self
+                .policies
+                .iter()
+                .map(|(w, n)| format!("{w} {n}"))
+                .collect();
+            s.push_str(&format!("\nauto's ways, users: {}\n", ways.join(", ")));
+        }
         s
     }
 }
@@ -502,6 +543,24 @@ impl EvalError {
     }
 }
 
+/// How a method answers a user: through an edit (a profile and the strengths to apply it with;
+/// `None`: unedited), and for `auto` their policy's way and the history retrieval picks from.
+#[derive(Debug, Clone, Copy, Default)]
+struct Answering<'h> {
+    edit: Option<(&'h Profile, Strengths)>,
+    way: Option<Way>,
+    history: &'h [HistoryItem],
+}
+
+impl<'h> Answering<'h> {
+    fn edit(edit: Option<(&'h Profile, Strengths)>) -> Self {
+        Answering {
+            edit,
+            ..Default::default()
+        }
+    }
+}
+
 /// A LaMP user as the store knows them.
 struct EvalUser {
     /// The question's user key.
@@ -520,6 +579,8 @@ struct Ask<'s> {
     /// The part of every answer key that all methods share.
     common: &'s serde_json::Value,
     fit: &'s FitParams,
+    /// The `align` methods' fit parameters.
+    align_fit: &'s FitParams,
     answer_tokens: usize,
     bar: &'s ProgressBar,
 }
@@ -622,8 +683,16 @@ impl<'a> Evaluator<'a> {
         let started = Instant::now();
         let mut fit_secs: BTreeMap<Method, f64> = BTreeMap::new();
         let mut no_profile: BTreeMap<Method, usize> = BTreeMap::new();
+        // how many users `auto` answered each way
+        let mut policies: BTreeMap<String, usize> = BTreeMap::new();
         let mut fit_params = opts.fit.clone();
         fit_params.ccs.seed = opts.seed;
+        fit_params.route = Route::Paper;
+        let align_params = FitParams {
+            route: Route::Align,
+            layers: opts.align_layers.clone(),
+            ..fit_params.clone()
+        };
 
         // the group profile, fitted once on train users
         let group_profile = if methods.contains(&Method::ChameleonGroup) {
@@ -666,11 +735,13 @@ impl<'a> Evaluator<'a> {
             opts,
             common: &common,
             fit: &fit_params,
+            align_fit: &align_params,
             answer_tokens,
             bar: &bar,
         };
-        // each user's own profile, kept for `other-user`
+        // each user's own profiles, kept for `other-user` and `align-other-user`
         let mut own_profiles: Vec<Option<Profile>> = Vec::with_capacity(users.len());
+        let mut own_aligned: Vec<Option<Profile>> = Vec::with_capacity(users.len());
         for (ui, user) in users.iter().enumerate() {
             self.check_interrupt()?;
             bar.set_message(format!("user {}", user.key));
@@ -692,6 +763,19 @@ impl<'a> Evaluator<'a> {
                 if let Some(&m) = methods.iter().find(|m| m.uses_user_profile()) {
                     *fit_secs.entry(m).or_default() += secs;
                 }
+                p
+            } else {
+                None
+            };
+            let align_profile = if methods.iter().any(|m| m.uses_align_profile()) {
+                bar.set_prefix("align fit");
+                let t = Instant::now();
+                // one profile per owner and model: the user's own slot holds the paper's
+                let group = format!("{}#align", user.name);
+                self.store
+                    .add_to_group(&group, std::slice::from_ref(&user.name))?;
+                let p = self.profile(&Owner::Group(group), &align_params)?;
+                *fit_secs.entry(Method::Align).or_default() += t.elapsed().as_secs_f64();
                 p
             } else {
                 None
@@ -718,35 +802,97 @@ impl<'a> Evaluator<'a> {
 
             for &method in &methods {
                 // answered once every user's own profile is known, below
-                if method == Method::OtherUser {
+                if matches!(method, Method::OtherUser | Method::AlignOtherUser) {
                     continue;
                 }
                 bar.set_prefix(method.name());
                 // the strengths asked for, whatever a reused profile was fitted with
-                let (a, b) = (Some(fit_params.alpha), Some(fit_params.beta));
+                let s = strengths(&fit_params);
+                let only = |alpha: f32, beta: f32| Strengths {
+                    alpha: Some(alpha),
+                    beta: Some(beta),
+                    ..s
+                };
                 let edit = match method {
                     Method::Instruct
                     | Method::HistoryPrompt
                     | Method::InsightPrompt
                     | Method::NoModel => None,
-                    Method::Chameleon => user_profile.as_ref().map(|p| (p, a, b)),
-                    Method::OtherUser => unreachable!("answered after the users' own profiles"),
-                    Method::POnly => user_profile.as_ref().map(|p| (p, a, Some(0.0))),
-                    Method::NOnly => user_profile.as_ref().map(|p| (p, Some(0.0), b)),
-                    Method::NullEdit => {
-                        let s = Some(crate::steer::NULL_STRENGTH);
-                        user_profile.as_ref().map(|p| (p, s, s))
+                    Method::Auto => {
+                        let policy = self.personalizer.choose_policy(
+                            &user.name,
+                            &align_params,
+                            &default_policy_params(align_params.gamma),
+                        )?;
+                        if log_lines {
+                            eprintln!(
+                                "eval: user {} chose `{}`{}",
+                                user.key,
+                                policy.way.name(),
+                                policy
+                                    .fallback
+                                    .as_ref()
+                                    .map_or_else(String::new, |f| format!(" ({f})"))
+                            );
+                        }
+                        *policies.entry(policy.way.name()).or_default() += 1;
+                        let way = policy.way;
+                        let edit = match (way.gamma(), &align_profile) {
+                            (Some(g), Some(p)) => Some((
+                                p,
+                                Strengths {
+                                    gamma: Some(g),
+                                    ..Default::default()
+                                },
+                            )),
+                            _ => None,
+                        };
+                        // no direction on the whole history: the way without its edit
+                        let history = self
+                            .store
+                            .history(self.store.require_user(&user.name)?.id)?;
+                        let out = predictions.get_mut(&method).expect("every method");
+                        let answering = Answering {
+                            edit,
+                            way: Some(way),
+                            history: &history,
+                        };
+                        self.answer_user(&ask, method, user, material.as_ref(), answering, out)?;
+                        continue;
                     }
-                    Method::ChameleonOnline => online_profile.as_ref().map(|p| (p, a, b)),
-                    Method::ChameleonGroup => group_profile.as_ref().map(|p| (p, a, b)),
+                    Method::Chameleon => user_profile.as_ref().map(|p| (p, s)),
+                    Method::OtherUser | Method::AlignOtherUser => {
+                        unreachable!("answered after the users' own profiles")
+                    }
+                    Method::POnly => user_profile
+                        .as_ref()
+                        .map(|p| (p, only(fit_params.alpha, 0.0))),
+                    Method::NOnly => user_profile
+                        .as_ref()
+                        .map(|p| (p, only(0.0, fit_params.beta))),
+                    Method::NullEdit => {
+                        let n = crate::steer::NULL_STRENGTH;
+                        user_profile.as_ref().map(|p| (p, only(n, n)))
+                    }
+                    Method::ChameleonOnline => online_profile.as_ref().map(|p| (p, s)),
+                    Method::ChameleonGroup => group_profile.as_ref().map(|p| (p, s)),
+                    Method::Align => align_profile.as_ref().map(|p| (p, s)),
                 };
                 if method.edits() && edit.is_none() {
                     *no_profile.entry(method).or_default() += 1;
                 }
                 let out = predictions.get_mut(&method).expect("every method");
-                self.answer_user(&ask, method, user, material.as_ref(), edit, out)?;
+                self.answer_user(
+                    &ask,
+                    method,
+                    user,
+                    material.as_ref(),
+                    Answering::edit(edit),
+                    out,
+                )?;
             }
             own_profiles.push(user_profile);
+            own_aligned.push(align_profile);
             if log_lines {
                 let secs = started.elapsed().as_secs_f64();
                 eprintln!(
@@ -760,25 +906,38 @@ impl<'a> Evaluator<'a> {
                 );
             }
         }
-        if methods.contains(&Method::OtherUser) {
-            let method = Method::OtherUser;
+        for (method, profiles) in [
+            (Method::OtherUser, &own_profiles),
+            (Method::AlignOtherUser, &own_aligned),
+        ] {
+            if !methods.contains(&method) {
+                continue;
+            }
             bar.set_prefix(method.name());
-            let profiled: Vec<bool> = own_profiles.iter().map(Option::is_some).collect();
-            let (a, b) = (Some(fit_params.alpha), Some(fit_params.beta));
+            let profiled: Vec<bool> = profiles.iter().map(Option::is_some).collect();
+            let s = strengths(&fit_params);
             for (user, donor) in users.iter().zip(donors(&profiled)) {
                 self.check_interrupt()?;
                 bar.set_message(format!("user {}", user.key));
                 let material = self.personalizer.material(&user.name, &fit_params)?;
-                let edit = donor.and_then(|d| own_profiles[d].as_ref().map(|p| (p, a, b)));
+                let edit = donor.and_then(|d| profiles[d].as_ref().map(|p| (p, s)));
                 if edit.is_none() {
                     *no_profile.entry(method).or_default() += 1;
                 }
                 let out = predictions.get_mut(&method).expect("every method");
-                self.answer_user(&ask, method, user, Some(&material), edit, out)?;
+                self.answer_user(
+                    &ask,
+                    method,
+                    user,
+                    Some(&material),
+                    Answering::edit(edit),
+                    out,
+                )?;
             }
             if log_lines {
                 eprintln!(
-                    "eval: other-user done, {}/{} answers, {:.0} s",
+                    "eval: {} done, {}/{} answers, {:.0} s",
+                    method.name(),
                     bar.position(),
                     total,
                     started.elapsed().as_secs_f64()
@@ -860,31 +1019,49 @@ impl<'a> Evaluator<'a> {
                 "fit": fit_params,
             }),
             rows,
+            policies,
             predictions: all,
         })
     }
 
-    /// Answer `user`'s questions with `method` into `out` (indexed by question), through `edit` (a
-    /// profile and the strengths to apply it with; `None`: unedited), taking every answer the store
-    /// already holds.
+    /// Answer `user`'s questions with `method` into `out` (indexed by question), as `answering` says,
+    /// taking every answer the store already holds.
     fn answer_user(
         &mut self,
         ask: &Ask<'_>,
         method: Method,
         user: &EvalUser,
         material: Option<&Material>,
-        edit: Option<(&Profile, Option<f32>, Option<f32>)>,
+        answering: Answering<'_>,
         out: &mut [Option<Prediction>],
     ) -> Result<(), EvalError> {
+        let edit = answering.edit;
         let plan = edit
-            .map(|(p, alpha, beta)| profile_plan(p, alpha, beta).map(Arc::new))
+            .map(|(p, s)| profile_plan(p, &s).map(Arc::new))
             .transpose()?;
-        let run = match edit {
-            Some((p, ..)) => run_key(ask.common, method, ask.fit, Some(&profile_identity(p))),
-            // an edited method without a profile asks `instruct`'s prompt with no edit: it is
-            // `instruct`, and shares its answers instead of generating them again
-            None if method.edits() => run_key(ask.common, Method::Instruct, ask.fit, None),
-            None => run_key(ask.common, method, ask.fit, None),
+        let fit = if method.uses_align_profile() {
+            ask.align_fit
+        } else {
+            ask.fit
+        };
+        let run = match (answering.way, edit) {
+            // `auto`: the way decides the prompt, and its edit (if any) the rest
+            (Some(way), edit) => run_key(
+                ask.common,
+                method,
+                fit,
+                Some(&serde_json::json!({
+                    "way": way,
+                    "profile": edit.map(|(p, _)| profile_identity(p)),
+                })),
+            ),
+            (None, edit) => match edit {
+                Some((p, _)) => run_key(ask.common, method, fit, Some(&profile_identity(p))),
+                // an edited method without a profile asks `instruct`'s prompt with no edit: it is
+                // `instruct`, and shares its answers instead of generating them again
+                None if method.edits() => run_key(ask.common, Method::Instruct, ask.fit, None),
+                None => run_key(ask.common, method, ask.fit, None),
+            },
         };
         for &qi in &user.questions {
             self.check_interrupt()?;
@@ -900,7 +1077,8 @@ impl<'a> Evaluator<'a> {
             let answer = match stored {
                 Some(a) => a,
                 None => {
-                    let (prefix, suffix) = self.prompt(method, ask.task, ask.opts, material, q)?;
+                    let (prefix, suffix) =
+                        self.prompt(method, ask.task, ask.opts, material, q, &answering)?;
                     let t = Instant::now();
                     let raw = self.answer(plan.as_ref(), &prefix, &suffix, ask.answer_tokens)?;
                     let a = EvalAnswer {
@@ -1010,7 +1188,9 @@ impl<'a> Evaluator<'a> {
         };
         match fitted {
             Ok(_) => Ok(self.store.load_profile(owner, &identity)?),
-            Err(PersonalizeError::TooFewPairs { .. }) => Ok(None),
+            Err(
+                PersonalizeError::TooFewPairs { .. } | PersonalizeError::TooFewContrasts { .. },
+            ) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -1052,8 +1232,20 @@ impl<'a> Evaluator<'a> {
         opts: &EvalOptions,
         material: Option<&Material>,
         q: &Question,
+        answering: &Answering<'_>,
     ) -> Result<(String, String), EvalError> {
         let input = question_text(q);
+        if let Some(way) = answering.way {
+            let m = material.expect("material for every method with history");
+            let user = UserContext {
+                family: m.family,
+                selected: &m.selected,
+                history: answering.history,
+                k: opts.fit.k,
+                insight: &m.personal_insight,
+            };
+            return Ok(way_prompt(self.model, way, &user, &input)?);
+        }
         if method == Method::HistoryPrompt {
             let text = history_prompt(task, &input, &q.profile, opts.fit.k);
             return Ok((String::new(), self.model.chat_prompt(None, &text)?));
@@ -1206,6 +1398,13 @@ fn run_key(
         Method::NullEdit => {
             without_strengths(&serde_json::to_value(fit).expect("params serialise"))
         }
+        // every parameter, the strength applied included (written out even at its default, which
+        // may change)
+        Method::Align | Method::AlignOtherUser => {
+            let mut v = serde_json::to_value(fit).expect("params serialise");
+            v["gamma"] = fit.gamma.into();
+            v
+        }
         // every parameter, the strengths applied included
         _ => serde_json::to_value(fit).expect("params serialise"),
     };
@@ -1283,12 +1482,23 @@ fn question_text(q: &Question) -> std::borrow::Cow<'_, str> {
     clip_chars(&q.input, MAX_QUESTION_CHARS)
 }
 
-/// Fit parameters without `alpha` and `beta`, which do not change what a fit computes.
+/// The strengths `fit` asks for, applied whatever a reused profile was fitted with.
+fn strengths(fit: &FitParams) -> Strengths {
+    Strengths {
+        alpha: Some(fit.alpha),
+        beta: Some(fit.beta),
+        gamma: Some(fit.gamma),
+        way: None,
+    }
+}
+
+/// Fit parameters without `alpha`, `beta` and `gamma`, which do not change what a fit computes.
 fn without_strengths(fit: &serde_json::Value) -> serde_json::Value {
     let mut v = fit.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("alpha");
         o.remove("beta");
+        o.remove("gamma");
     }
     v
 }

@@ -364,6 +364,58 @@ impl<'m> Context<'m> {
         Ok(())
     }
 
+    /// Add `data` to every layer's output through llama.cpp's own control vector (in its graph, no
+    /// callback): `n_embd` values per layer for layers `1..n_layer` (layer 0 is never steered), as
+    /// [`crate::steer::EditPlan::control_vector`] writes them; `None` removes it. Clears the KV cache.
+    ///
+    /// # Errors
+    /// [`LlmError::Callback`] when `data` is not `n_embd * (n_layer - 1)` values or llama.cpp refuses.
+    pub fn set_control_vector(&mut self, data: Option<&[f32]>) -> Result<(), LlmError> {
+        let n_embd = self.model.n_embd();
+        let n_layer = self.model.n_layer();
+        let rc = match data {
+            Some(d) => {
+                if d.len() != n_embd * n_layer.saturating_sub(1) {
+                    return Err(LlmError::Callback(format!(
+                        "a control vector of {} values for {} layers of {n_embd}",
+                        d.len(),
+                        n_layer
+                    )));
+                }
+                // SAFETY: live context; `d` holds `d.len()` floats, which llama.cpp copies into its own
+                // tensors before returning.
+                unsafe {
+                    sys::llama_set_adapter_cvec(
+                        self.ptr.as_ptr(),
+                        d.as_ptr(),
+                        d.len(),
+                        n_embd as i32,
+                        1,
+                        n_layer as i32 - 1,
+                    )
+                }
+            }
+            // SAFETY: live context; a null pointer clears the control vector.
+            None => unsafe {
+                sys::llama_set_adapter_cvec(
+                    self.ptr.as_ptr(),
+                    std::ptr::null(),
+                    0,
+                    n_embd as i32,
+                    0,
+                    0,
+                )
+            },
+        };
+        if rc != 0 {
+            return Err(LlmError::Callback(format!(
+                "llama_set_adapter_cvec failed with {rc}"
+            )));
+        }
+        self.clear();
+        Ok(())
+    }
+
     /// Forget everything in the KV cache.
     pub fn clear(&mut self) {
         // SAFETY: live context; the memory handle belongs to it.
@@ -475,6 +527,62 @@ impl<'m> Context<'m> {
             });
         }
         Ok(())
+    }
+
+    /// Teacher-forced log-probabilities: after the prefix already in the KV cache, read `prompt` and
+    /// then `answer`, and return `log p(answer[j] | prefix, prompt, answer[..j])` for every answer token
+    /// (natural log). The cache is restored to the prefix afterwards. No sampling: this is how well the
+    /// model, under the current edit plan, expects a given answer.
+    ///
+    /// # Errors
+    /// [`LlmError::Callback`] for an empty `prompt` (the first answer token needs a position before it)
+    /// or an answer longer than a batch; see [`Context::eval`].
+    pub fn score_after_prefix(
+        &mut self,
+        prompt: &[Token],
+        answer: &[Token],
+    ) -> Result<Vec<f32>, LlmError> {
+        if prompt.is_empty() {
+            return Err(LlmError::Callback(
+                "scoring an answer needs a prompt before it".into(),
+            ));
+        }
+        if answer.len() > self.n_batch {
+            return Err(LlmError::Callback(format!(
+                "an answer of {} tokens is longer than a batch ({})",
+                answer.len(),
+                self.n_batch
+            )));
+        }
+        let keep = self.n_past;
+        let result = (|| {
+            let mut out = Vec::with_capacity(answer.len());
+            self.eval(prompt, false)?;
+            let Some((_, rest)) = answer.split_last() else {
+                return Ok(out);
+            };
+            out.push(log_softmax_at(&self.last_logits(), answer[0]));
+            if !rest.is_empty() {
+                // answer tokens 0..n-1 are read with outputs: row j predicts answer[j + 1]
+                self.eval(rest, true)?;
+                let n_vocab = self.model.info().n_vocab;
+                for (j, &next) in answer[1..].iter().enumerate() {
+                    // SAFETY: live context; the batch just evaluated had `rest.len()` tokens, all with
+                    // outputs, so output row j exists and holds `n_vocab` logits.
+                    let row = unsafe {
+                        let p = sys::llama_get_logits_ith(self.ptr.as_ptr(), j as i32);
+                        if p.is_null() {
+                            return Err(LlmError::Callback(format!("no logits for row {j}")));
+                        }
+                        std::slice::from_raw_parts(p, n_vocab)
+                    };
+                    out.push(log_softmax_at(row, next));
+                }
+            }
+            Ok(out)
+        })();
+        self.truncate(keep);
+        result
     }
 
     /// Logits of the last token evaluated with an output.
@@ -763,4 +871,14 @@ impl Drop for Sampler {
         // SAFETY: created by `llama_sampler_chain_init`, freed once (frees the samplers it owns).
         unsafe { sys::llama_sampler_free(self.0.as_ptr()) }
     }
+}
+
+/// `log softmax(logits)[token]`, computed stably in f64; `-inf` for a token outside the logits.
+fn log_softmax_at(logits: &[f32], token: Token) -> f32 {
+    let Some(&x) = usize::try_from(token).ok().and_then(|t| logits.get(t)) else {
+        return f32::NEG_INFINITY;
+    };
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    (f64::from(x - max) - sum.ln()) as f32
 }

@@ -113,6 +113,64 @@ pub fn write_lora(
     alpha: f32,
     tensors: &[(String, Matrix)],
 ) -> Result<(), LlmError> {
+    write_gguf(
+        path,
+        &[
+            ("general.architecture", arch),
+            ("general.type", "adapter"),
+            ("adapter.type", "lora"),
+            ("general.name", "chameleon profile"),
+        ],
+        &[("adapter.lora.alpha", alpha)],
+        tensors,
+    )
+}
+
+/// Write a control vector GGUF that stock llama.cpp loads with `--control-vector`: one 1-D f32 tensor
+/// `direction.N` of `n_embd` values per steered layer N (N >= 1; llama.cpp adds it to the layer's
+/// output), and `controlvector.model_hint` as llama.cpp's own `cvector-generator` writes it. Written to a
+/// temporary file and renamed.
+///
+/// # Errors
+/// [`LlmError::Io`] when the file cannot be written.
+pub fn write_control_vector(
+    path: &Path,
+    model_hint: &str,
+    directions: &[(usize, Vec<f32>)],
+) -> Result<(), LlmError> {
+    let tensors: Vec<(String, Matrix)> = directions
+        .iter()
+        .map(|(layer, v)| {
+            (
+                format!("direction.{layer}"),
+                Matrix {
+                    rows: 1,
+                    cols: v.len(),
+                    data: v.clone(),
+                },
+            )
+        })
+        .collect();
+    write_gguf(
+        path,
+        &[
+            ("general.architecture", "controlvector"),
+            ("general.name", "chameleon profile"),
+            ("controlvector.model_hint", model_hint),
+        ],
+        &[],
+        &tensors,
+    )
+}
+
+/// Write a GGUF file of string and f32 metadata and f32 tensors (`rows x cols`, ggml `ne = [cols,
+/// rows]`; a single row is a 1-D tensor), through a temporary file and a rename.
+fn write_gguf(
+    path: &Path,
+    strings: &[(&str, &str)],
+    floats: &[(&str, f32)],
+    tensors: &[(String, Matrix)],
+) -> Result<(), LlmError> {
     super::backend::init();
     let io = |e: std::io::Error| LlmError::Io {
         path: path.to_path_buf(),
@@ -141,20 +199,25 @@ pub fn write_lora(
         // SAFETY: live GGUF context; strings are copied by gguf.
         unsafe { sys::gguf_set_val_str(g, k.as_ptr(), v.as_ptr()) };
     };
-    kv("general.architecture", arch);
-    kv("general.type", "adapter");
-    kv("adapter.type", "lora");
-    kv("general.name", "chameleon profile");
-    let key = CString::new("adapter.lora.alpha").expect("no NUL");
-    // SAFETY: as above.
-    unsafe { sys::gguf_set_val_f32(g, key.as_ptr(), alpha) };
+    for (k, v) in strings {
+        kv(k, v);
+    }
+    for (k, v) in floats {
+        let key = CString::new(*k).expect("no NUL");
+        // SAFETY: live GGUF context; the key is copied by gguf.
+        unsafe { sys::gguf_set_val_f32(g, key.as_ptr(), *v) };
+    }
     for (name, m) in tensors {
         let cname = CString::new(name.as_str()).expect("tensor names have no NUL");
         // SAFETY: the context has room for every tensor (sized above); data is copied into the tensor's
         // `cols * rows` floats; gguf_add_tensor copies the tensor's metadata and keeps a pointer to its
         // data, which lives until `ggml_free` after writing.
         unsafe {
-            let t = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, m.cols as i64, m.rows as i64);
+            let t = if m.rows == 1 {
+                sys::ggml_new_tensor_1d(ctx, sys::GGML_TYPE_F32, m.cols as i64)
+            } else {
+                sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, m.cols as i64, m.rows as i64)
+            };
             std::ptr::copy_nonoverlapping(m.data.as_ptr(), (*t).data.cast::<f32>(), m.data.len());
             sys::ggml_set_name(t, cname.as_ptr());
             sys::gguf_add_tensor(g, t);

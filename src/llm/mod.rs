@@ -27,6 +27,6 @@ pub use context::{
     Capture, CaptureRequest, Context, ContextParams, GenerateOptions, Generation, StopReason,
 };
 pub use error::LlmError;
-pub use gguf_io::{Matrix, read_matrices, write_lora};
+pub use gguf_io::{Matrix, read_matrices, write_control_vector, write_lora};
 pub use hook::{MlpNode, mlp_node};
 pub use model::{ChatMessage, LoraId, Model, ModelInfo, ModelParams, Token};

@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::fit::{CcsParams, FitError, PersonalDirection, fit_all, select_layers};
+use super::policy::{Policy, Way};
 use super::prompts::{self, Item, PROMPT_VERSION, TaskFamily};
 use super::select::{SelectError, select_representative};
 use crate::llm::{CaptureRequest, Context, ContextParams, GenerateOptions, LlmError, Model, Token};
@@ -54,7 +55,7 @@ const QUERY_TRIES: usize = 2;
 
 /// Where one offline pair query comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum QuerySource {
+pub(super) enum QuerySource {
     /// The i-th history item that stage 1 did not select; the selected items are the history.
     Unselected(usize),
     /// The i-th selected item; the other selected items are the history.
@@ -63,7 +64,7 @@ enum QuerySource {
 
 /// The offline queries in the order they are tried (method.md stage 3): the unselected items first, then
 /// each selected item left out of the history (when at least one other item remains as history).
-fn query_plan(n_unselected: usize, n_selected: usize) -> Vec<QuerySource> {
+pub(super) fn query_plan(n_unselected: usize, n_selected: usize) -> Vec<QuerySource> {
     let leave_one_out = if n_selected >= 2 { n_selected } else { 0 };
     (0..n_unselected)
         .map(QuerySource::Unselected)
@@ -191,8 +192,52 @@ pub struct FitParams {
     /// paper's, as `pair_answers` is.
     #[serde(default, skip_serializing_if = "PersonalDirection::is_svd")]
     pub personal_direction: PersonalDirection,
+    /// Which directions the fit finds: the paper's (pairs, SVD and CCS) or the user's real answers
+    /// against the model's own ([`super::align`]). Left out of the recorded parameters when it is the
+    /// paper's.
+    #[serde(default, skip_serializing_if = "Route::is_paper")]
+    pub route: Route,
+    /// Strength of the additive edit of the `align` route, in units of each layer's typical
+    /// MLP-output norm. Left out of the recorded parameters when it is the default, so the paper's
+    /// profiles keep the parameters they were recorded with.
+    #[serde(default = "default_gamma", skip_serializing_if = "is_default_gamma")]
+    pub gamma: f32,
     /// CCS settings; its seed is the fit's seed.
     pub ccs: CcsParams,
+}
+
+/// The `align` route's default strength (docs/evaluation.md, chosen on the train split).
+pub const DEFAULT_GAMMA: f32 = 1.0;
+
+fn default_gamma() -> f32 {
+    DEFAULT_GAMMA
+}
+
+fn is_default_gamma(g: &f32) -> bool {
+    *g == DEFAULT_GAMMA
+}
+
+/// Which directions a fit finds (method.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Route {
+    /// The paper's: synthetic pairs from the insights, `p` by SVD, `n` by CCS, a projection edit.
+    #[default]
+    Paper,
+    /// Directions from the user's real answers against the model's own (mean of differences), an
+    /// additive edit.
+    Align,
+    /// `align`'s directions, and a policy: the way of answering (no personalisation, the insight or
+    /// retrieved history in the prompt, the direction at a few strengths, prompt and direction)
+    /// chosen on the user's own held-out history ([`super::policy`]).
+    Auto,
+}
+
+impl Route {
+    /// Whether this is the paper's route, which recorded parameters leave out.
+    pub fn is_paper(&self) -> bool {
+        *self == Route::Paper
+    }
 }
 
 impl Default for FitParams {
@@ -210,6 +255,8 @@ impl Default for FitParams {
             answer_tokens: 48,
             pair_answers: PairAnswers::Label,
             personal_direction: PersonalDirection::Svd,
+            route: Route::Paper,
+            gamma: DEFAULT_GAMMA,
             ccs: CcsParams::default(),
         }
     }
@@ -236,6 +283,14 @@ pub enum PersonalizeError {
         "only {got} usable pairs for `{owner}` (pairs whose two answers are identical or empty are dropped); at least 2 are needed"
     )]
     TooFewPairs { owner: String, got: usize },
+    #[error(
+        "only {got} of {tried} history items of `{owner}` have a model answer that differs from the user's; at least 2 are needed"
+    )]
+    TooFewContrasts {
+        owner: String,
+        got: usize,
+        tried: usize,
+    },
     #[error("invalid fit parameters: {0}")]
     Params(String),
     #[error("interrupted; what was generated so far is stored and the next run resumes from it")]
@@ -254,6 +309,11 @@ impl PersonalizeError {
             PersonalizeError::TooFewPairs { .. } => Some(
                 "add more history items (each unselected item is a query), raise `--max-queries`, or use a \
                  larger model: small models often give the same answer whatever they are told about the user"
+                    .into(),
+            ),
+            PersonalizeError::TooFewContrasts { .. } => Some(
+                "add more history items (up to `--max-queries` are read): where the model already \
+                 answers as the user does, there is nothing to align"
                     .into(),
             ),
             PersonalizeError::EmptyGroup(g) => Some(format!(
@@ -314,13 +374,13 @@ pub struct FitReport {
 
 /// One user's prepared material: the selected history, insights, pairs.
 #[derive(Debug, Clone)]
-struct Prepared {
-    family: TaskFamily,
+pub(super) struct Prepared {
+    pub(super) family: TaskFamily,
     /// The dominant task kind of the history (labels come from it).
-    kind: String,
-    selected: Vec<HistoryItem>,
+    pub(super) kind: String,
+    pub(super) selected: Vec<HistoryItem>,
     /// Per pair: the history it was generated with (indices into `selected`), and the pair.
-    pairs: Vec<(Vec<usize>, Pair)>,
+    pub(super) pairs: Vec<(Vec<usize>, Pair)>,
 }
 
 /// What every way of answering for one user builds on: the selected history and the two insights
@@ -337,26 +397,31 @@ pub struct Material {
     pub neutral_insight: String,
 }
 
+/// Per layer, a text's pooled MLP output and the MLP-output norm of each of its answer's tokens.
+pub(super) type PooledAndNorms = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 /// Runs fits for one model and one store.
 pub struct Personalizer<'a> {
-    model: &'a Model,
-    store: &'a Store,
+    pub(super) model: &'a Model,
+    pub(super) store: &'a Store,
     ctx: Context<'a>,
     embedder: Option<Context<'a>>,
     ctx_params: ContextParams,
     interrupt: Option<Arc<AtomicBool>>,
     progress: bool,
-    tokens: TokenCounts,
-    reused: usize,
-    embedded: usize,
+    pub(super) tokens: TokenCounts,
+    pub(super) reused: usize,
+    pub(super) embedded: usize,
     /// The prefix currently in `ctx`'s KV cache.
     loaded_prefix: Option<Vec<Token>>,
     /// Seconds spent per stage of `prepare` (select, insights, pairs), summed over users.
-    stage_secs: [f64; 3],
+    pub(super) stage_secs: [f64; 3],
     /// Reuse the history block's KV cache across prompts (off only to measure what reuse saves).
     prefix_reuse: bool,
     /// Write a line per group member to stderr as its pairs are ready (for logs, where bars are hidden).
     member_lines: bool,
+    /// The newest history items a fit leaves out (a policy choice scores on them).
+    pub(super) hold_out: usize,
 }
 
 impl<'a> Personalizer<'a> {
@@ -385,6 +450,7 @@ impl<'a> Personalizer<'a> {
             stage_secs: [0.0; 3],
             prefix_reuse: true,
             member_lines: false,
+            hold_out: 0,
         })
     }
 
@@ -414,7 +480,7 @@ impl<'a> Personalizer<'a> {
         self
     }
 
-    fn check_interrupt(&self) -> Result<(), PersonalizeError> {
+    pub(super) fn check_interrupt(&self) -> Result<(), PersonalizeError> {
         if self
             .interrupt
             .as_ref()
@@ -425,7 +491,7 @@ impl<'a> Personalizer<'a> {
         Ok(())
     }
 
-    fn bar(&self, len: usize, msg: &str) -> ProgressBar {
+    pub(super) fn bar(&self, len: usize, msg: &str) -> ProgressBar {
         let bar = ProgressBar::with_draw_target(
             Some(len as u64),
             if self.progress {
@@ -443,7 +509,7 @@ impl<'a> Personalizer<'a> {
         bar
     }
 
-    fn identity(&self) -> Result<ModelIdentity, PersonalizeError> {
+    pub(super) fn identity(&self) -> Result<ModelIdentity, PersonalizeError> {
         Ok(ModelIdentity {
             fingerprint: self.model.fingerprint()?.to_string(),
             n_layer: self.model.n_layer(),
@@ -506,11 +572,28 @@ impl<'a> Personalizer<'a> {
         users: &[User],
         params: &FitParams,
     ) -> Result<FitReport, PersonalizeError> {
+        let (report, profile) = self.fit_unsaved(owner.clone(), users, params)?;
+        self.store.save_profile(&owner, &profile)?;
+        Ok(report)
+    }
+
+    /// A fit whose profile is returned, not stored (insights and answers are stored as they are made).
+    pub(super) fn fit_unsaved(
+        &mut self,
+        owner: Owner,
+        users: &[User],
+        params: &FitParams,
+    ) -> Result<(FitReport, Profile), PersonalizeError> {
         check_params(params, self.model.n_layer())?;
-        let ccs = params.ccs.clone().check()?;
         self.tokens = TokenCounts::default();
         self.reused = 0;
         self.embedded = 0;
+        match params.route {
+            Route::Align => return self.fit_align(owner, users, params),
+            Route::Auto => return self.fit_auto(owner, users, params),
+            Route::Paper => {}
+        }
+        let ccs = params.ccs.clone().check()?;
         let mut seconds = Vec::new();
         let n_layer = self.model.n_layer();
         let layers: Vec<usize> = (0..n_layer).collect();
@@ -624,8 +707,7 @@ impl<'a> Personalizer<'a> {
             }),
             created: unix_now(),
         };
-        self.store.save_profile(&owner, &profile)?;
-        Ok(FitReport {
+        let report = FitReport {
             owner: owner.to_string(),
             selected_layers: selected,
             pairs: usable,
@@ -634,7 +716,8 @@ impl<'a> Personalizer<'a> {
             embedded: self.embedded,
             tokens: self.tokens,
             seconds,
-        })
+        };
+        Ok((report, profile))
     }
 
     /// Stages 1-3 for one user, reusing what the store has.
@@ -773,7 +856,7 @@ impl<'a> Personalizer<'a> {
     /// One answer of a pair, after the prompt `suffix` (which holds the instruction and the query). Both
     /// answers start with the same lead (a tag, a rating), so only what follows it differs; with
     /// [`PairAnswers::Reasoned`] the model then goes on after "{answer}, because".
-    fn pair_answer(
+    pub(super) fn pair_answer(
         &mut self,
         prep: &Prepared,
         labels: Option<&[&str]>,
@@ -796,12 +879,14 @@ impl<'a> Personalizer<'a> {
 
     /// Stages 1 and 2 for one user: the prepared material without pairs, the two insights, and the
     /// items that were not selected (offline queries).
-    fn prepare_material(
+    pub(super) fn prepare_material(
         &mut self,
         user: &User,
         params: &FitParams,
     ) -> Result<(Prepared, [String; 2], Vec<HistoryItem>), PersonalizeError> {
-        let history = self.store.history(user.id)?;
+        let mut history = self.store.history(user.id)?;
+        // the newest items held out by a policy choice are not seen
+        history.truncate(history.len().saturating_sub(self.hold_out));
         if history.is_empty() {
             return Err(PersonalizeError::NoHistory(user.name.clone()));
         }
@@ -891,7 +976,7 @@ impl<'a> Personalizer<'a> {
     /// The prompt of one query (as stored: the text the model is shown): `instruction` (personalised or
     /// neutral) before the query, or none for the capture texts, which show both answers in the same
     /// neutral context.
-    fn pair_prompt(
+    pub(super) fn pair_prompt(
         &self,
         prep: &Prepared,
         hist: &[usize],
@@ -902,7 +987,7 @@ impl<'a> Personalizer<'a> {
         self.split(prep, hist, &after)
     }
 
-    fn ensure_prefix(&mut self, prefix: &str) -> Result<(), PersonalizeError> {
+    pub(super) fn ensure_prefix(&mut self, prefix: &str) -> Result<(), PersonalizeError> {
         let tokens = self.ctx.tokenize_prompt(prefix)?;
         if !self.prefix_reuse {
             // evaluated before every use instead (`read_prefix_again`)
@@ -931,8 +1016,36 @@ impl<'a> Personalizer<'a> {
         self.loaded_prefix.as_ref().map_or(0, Vec::len)
     }
 
+    /// Install `plan` (or none) for the following generations, captures and scores; the KV cache is
+    /// cleared when it was computed under another plan, and the prefix read again when next needed.
+    pub(super) fn set_plan(&mut self, plan: Option<Arc<EditPlan>>) -> Result<(), PersonalizeError> {
+        match plan {
+            Some(p) => self.ctx.set_plan(p)?,
+            None => self.ctx.clear_plan(),
+        }
+        Ok(())
+    }
+
+    /// Mean per-token log-likelihood of `answer` after the loaded prefix and `query`, teacher-forced.
+    pub(super) fn mean_log_likelihood(
+        &mut self,
+        query: &str,
+        answer: &str,
+    ) -> Result<f64, PersonalizeError> {
+        self.read_prefix_again()?;
+        let q = self.model.tokenize(query, false, true)?;
+        let a = self.model.tokenize(answer, false, false)?;
+        if a.is_empty() {
+            return Ok(0.0);
+        }
+        let lp = self.ctx.score_after_prefix(&q, &a)?;
+        self.tokens.suffix += q.len();
+        self.tokens.captured += a.len();
+        Ok(lp.iter().map(|&x| f64::from(x)).sum::<f64>() / lp.len() as f64)
+    }
+
     /// Greedy continuation of `suffix` after the loaded prefix, as generated (leading space kept).
-    fn generate_text(
+    pub(super) fn generate_text(
         &mut self,
         suffix: &str,
         max_tokens: usize,
@@ -951,13 +1064,24 @@ impl<'a> Personalizer<'a> {
     }
 
     /// Pooled MLP outputs (one vector per layer) of `answer` read after the loaded prefix and `query`.
-    fn capture_answer(
+    pub(super) fn capture_answer(
         &mut self,
         query: &str,
         answer: &str,
         layers: &[usize],
         pooling: Pooling,
     ) -> Result<Vec<Vec<f32>>, PersonalizeError> {
+        Ok(self.capture_answer_norms(query, answer, layers, pooling)?.0)
+    }
+
+    /// [`Self::capture_answer`], and per layer the MLP-output norm of each of the answer's tokens.
+    pub(super) fn capture_answer_norms(
+        &mut self,
+        query: &str,
+        answer: &str,
+        layers: &[usize],
+        pooling: Pooling,
+    ) -> Result<PooledAndNorms, PersonalizeError> {
         self.read_prefix_again()?;
         let mut tokens = self.model.tokenize(query, false, true)?;
         let start = tokens.len();
@@ -977,7 +1101,7 @@ impl<'a> Personalizer<'a> {
         } else {
             end - 1..end
         };
-        Ok(layers
+        let pooled = layers
             .iter()
             .map(|&l| match pooling {
                 Pooling::Mean => cap
@@ -985,7 +1109,18 @@ impl<'a> Personalizer<'a> {
                     .expect("range inside the capture"),
                 Pooling::Last => cap.last(l).expect("at least one position"),
             })
-            .collect())
+            .collect();
+        let norms = layers
+            .iter()
+            .map(|&l| {
+                range
+                    .clone()
+                    .filter_map(|pos| cap.row(l, pos))
+                    .map(|x| crate::steer::dot(x, x).sqrt())
+                    .collect()
+            })
+            .collect();
+        Ok((pooled, norms))
     }
 
     /// Stage 1's embedding of every item of `history`, in order: those the store holds for this model,
@@ -1124,7 +1259,7 @@ fn pair_cache_key(
 /// pairs are as many different pairs, each stored under a key that says which history it was shown
 /// with. A query keyed by its text alone kept only the last of them, so a fit read back from the
 /// store used other pairs than the fit that wrote them.
-fn pair_hashes(base: &str, queries: &[&(Vec<usize>, String)], n: usize) -> Vec<String> {
+pub(super) fn pair_hashes(base: &str, queries: &[&(Vec<usize>, String)], n: usize) -> Vec<String> {
     let mut histories: HashMap<&str, Vec<&[usize]>> = HashMap::new();
     for (hist, query) in queries {
         let seen = histories.entry(query.as_str()).or_default();
@@ -1154,7 +1289,7 @@ fn shown_key(hist: &[usize], n: usize) -> String {
     }
 }
 
-fn check_params(p: &FitParams, n_layer: usize) -> Result<(), PersonalizeError> {
+pub(super) fn check_params(p: &FitParams, n_layer: usize) -> Result<(), PersonalizeError> {
     let bad = |m: String| Err(PersonalizeError::Params(m));
     if p.k == 0 {
         return bad("`k` must be at least 1".into());
@@ -1180,13 +1315,13 @@ fn check_params(p: &FitParams, n_layer: usize) -> Result<(), PersonalizeError> {
 }
 
 /// The middle half of `n_layer` layers: `L/4 .. ceil(3L/4)` (at least one layer).
-fn mid_band(n_layer: usize) -> std::ops::Range<usize> {
+pub(super) fn mid_band(n_layer: usize) -> std::ops::Range<usize> {
     let lo = n_layer / 4;
     let hi = (3 * n_layer).div_ceil(4).max(lo + 1).min(n_layer);
     lo..hi
 }
 
-fn dominant_kind(history: &[HistoryItem]) -> String {
+pub(super) fn dominant_kind(history: &[HistoryItem]) -> String {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for h in history {
         *counts.entry(h.task.as_str()).or_default() += 1;
@@ -1199,15 +1334,61 @@ fn dominant_kind(history: &[HistoryItem]) -> String {
     kind.to_string()
 }
 
-/// The edit plan of a stored profile: its selected layers, with `alpha`/`beta` from the fit unless
-/// overridden.
+/// Strengths to apply a profile with, overriding those it was fitted with (`None`: the recorded one).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Strengths {
+    /// The paper's personal strength.
+    pub alpha: Option<f32>,
+    /// The paper's generic strength.
+    pub beta: Option<f32>,
+    /// The `align` route's additive strength.
+    pub gamma: Option<f32>,
+    /// The way to answer, instead of the one an `auto` profile's policy chose.
+    pub way: Option<Way>,
+}
+
+/// The policy an `auto` profile records, if any.
+pub fn profile_policy(profile: &Profile) -> Option<Policy> {
+    serde_json::from_value(profile.params.get("policy")?.clone()).ok()
+}
+
+/// The way `profile` answers: `way` when given, else its policy's (`auto`), the direction at its
+/// strength (`align`), or `None` for the paper's projection edit, which is no way of the policy.
+pub fn profile_way(profile: &Profile, way: Option<Way>) -> Option<Way> {
+    match profile_route(profile) {
+        Route::Paper => None,
+        Route::Auto => way.or_else(|| profile_policy(profile).map(|p| p.way)),
+        Route::Align => way.or_else(|| {
+            let gamma = profile
+                .params
+                .pointer("/fit/gamma")
+                .and_then(serde_json::Value::as_f64)
+                .map_or(DEFAULT_GAMMA, |g| g as f32);
+            Some(Way::Align { gamma })
+        }),
+    }
+}
+
+/// Which route fitted `profile` (its recorded parameters; the paper's when none is recorded).
+pub fn profile_route(profile: &Profile) -> Route {
+    profile
+        .params
+        .get("fit")
+        .and_then(|f| f.get("route"))
+        .and_then(|r| serde_json::from_value(r.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The edit plan of a stored profile: its selected layers, with the strengths it was fitted with
+/// unless `strengths` overrides them. A paper profile projects (`alpha`, `beta`); an `align` profile
+/// adds `gamma * scale_l * c_l`, with each layer's scale as the fit recorded it.
 ///
 /// # Errors
-/// [`PersonalizeError::Plan`] when the profile does not fit the model's shape.
+/// [`PersonalizeError::Plan`] when the profile does not fit the model's shape or its directions are
+/// not what the edit needs; [`PersonalizeError::Params`] for an `align` profile without its scales.
 pub fn profile_plan(
     profile: &Profile,
-    alpha: Option<f32>,
-    beta: Option<f32>,
+    strengths: &Strengths,
 ) -> Result<EditPlan, PersonalizeError> {
     let fit = profile.params.get("fit");
     let recorded = |key: &str| {
@@ -1215,20 +1396,65 @@ pub fn profile_plan(
             .and_then(serde_json::Value::as_f64)
             .map(|v| v as f32)
     };
-    let alpha = alpha.or_else(|| recorded("alpha")).unwrap_or(1.0);
-    let beta = beta.or_else(|| recorded("beta")).unwrap_or(1.0);
-    let edits = profile
+    let selected = profile
         .layers
         .iter()
-        .filter(|l| profile.selected_layers.contains(&l.layer))
-        .map(|l| LayerEdit {
-            layer: l.layer,
-            p: l.p.clone(),
-            n: l.n.clone(),
-            alpha,
-            beta,
-        })
-        .collect();
+        .filter(|l| profile.selected_layers.contains(&l.layer));
+    let edits = match profile_route(profile) {
+        Route::Paper => {
+            let alpha = strengths.alpha.or_else(|| recorded("alpha")).unwrap_or(1.0);
+            let beta = strengths.beta.or_else(|| recorded("beta")).unwrap_or(1.0);
+            selected
+                .map(|l| LayerEdit::projection(l.layer, l.p.clone(), l.n.clone(), alpha, beta))
+                .collect()
+        }
+        route @ (Route::Align | Route::Auto) => {
+            let way = match route {
+                Route::Auto => strengths
+                    .way
+                    .or_else(|| profile_policy(profile).map(|p| p.way)),
+                _ => strengths.way,
+            };
+            let gamma = match way {
+                // the policy's way (or the one asked for) decides whether there is an edit
+                Some(way) => match way.gamma() {
+                    Some(g) => strengths.gamma.unwrap_or(g),
+                    None => {
+                        return Ok(EditPlan::new(
+                            profile.model.n_layer,
+                            profile.model.hidden,
+                            Vec::new(),
+                        )?);
+                    }
+                },
+                None => strengths
+                    .gamma
+                    .or_else(|| recorded("gamma"))
+                    .unwrap_or(DEFAULT_GAMMA),
+            };
+            let scales: Vec<f32> = profile
+                .params
+                .pointer("/align/scale")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .ok_or_else(|| {
+                    PersonalizeError::Params(
+                        "the profile was fitted from real answers but records no layer scales"
+                            .into(),
+                    )
+                })?;
+            selected
+                .map(|l| {
+                    let scale = scales.get(l.layer).copied().ok_or_else(|| {
+                        PersonalizeError::Params(format!(
+                            "the profile records no scale for layer {}",
+                            l.layer
+                        ))
+                    })?;
+                    Ok(LayerEdit::additive(l.layer, l.p.clone(), scale, gamma))
+                })
+                .collect::<Result<Vec<_>, PersonalizeError>>()?
+        }
+    };
     Ok(EditPlan::new(
         profile.model.n_layer,
         profile.model.hidden,
@@ -1388,14 +1614,21 @@ mod tests {
             params: serde_json::json!({"fit": {"alpha": 2.0, "beta": 0.5}}),
             created: 0,
         };
-        let plan = profile_plan(&profile, None, None).unwrap();
+        let plan = profile_plan(&profile, &Strengths::default()).unwrap();
         assert_eq!(
             plan.edits().iter().map(|e| e.layer).collect::<Vec<_>>(),
             vec![1, 3]
         );
         assert_eq!(plan.edits()[0].alpha, 2.0);
         assert_eq!(plan.edits()[0].beta, 0.5);
-        let plan = profile_plan(&profile, Some(3.0), None).unwrap();
+        let plan = profile_plan(
+            &profile,
+            &Strengths {
+                alpha: Some(3.0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(plan.edits()[1].alpha, 3.0);
     }
 }

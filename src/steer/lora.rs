@@ -21,6 +21,11 @@ pub enum ExportError {
     PostNorm { arch: String, node: &'static str },
     #[error("the profile edits no layer")]
     Empty,
+    #[error(
+        "the profile adds a vector to the MLP output, which a LoRA adapter of `ffn_down` cannot hold; \
+         export it as a control vector (`chameleon export --control-vector`)"
+    )]
+    Additive,
     #[error("`{name}` is {rows}x{cols}, expected {n_embd} rows")]
     Shape {
         name: String,
@@ -89,6 +94,9 @@ pub fn export_lora(
     if plan.is_empty() {
         return Err(ExportError::Empty);
     }
+    if plan.adds() {
+        return Err(ExportError::Additive);
+    }
     let names: Vec<String> = plan
         .edits()
         .iter()
@@ -149,6 +157,7 @@ mod tests {
                 n,
                 alpha: 1.3,
                 beta: 0.7,
+                add: Default::default(),
             }],
         )
         .unwrap();

@@ -5,7 +5,14 @@
 //! `n` the generic direction, both unit length. The edit is linear:
 //! `x <- (I - beta n n^T)(I + alpha p p^T) x`, so for architectures whose MLP output is `W_down h` it is
 //! also a rank-2 update of `W_down` ([`EditPlan::rank2_factors`]), exportable as a LoRA adapter.
+//!
+//! A layer may also carry an additive edit, `x <- x + gamma * scale * c` (method.md, "Directions from
+//! real answers"): `c` a unit direction, `scale` the layer's typical MLP-output norm, so `gamma` means
+//! the same at every layer and in every model. Adding a constant to the MLP output is adding it to the
+//! residual stream after the layer, which is what llama.cpp's control vectors do
+//! ([`EditPlan::control_vector`]).
 
+pub mod cvec;
 pub mod lora;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +30,75 @@ pub struct LayerEdit {
     pub alpha: f32,
     /// Strength of the generic direction's removal.
     pub beta: f32,
+    /// The additive edit, applied after the projections: `x += gamma * scale * c`. `c` is empty for
+    /// none, else unit length.
+    pub add: Additive,
+}
+
+/// The additive part of a layer's edit: `x += gamma * scale * c`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Additive {
+    /// Unit direction (empty: no additive edit).
+    pub c: Vec<f32>,
+    /// The layer's typical MLP-output norm, so that `gamma` is comparable across layers and models.
+    pub scale: f32,
+    /// Strength, in units of `scale`.
+    pub gamma: f32,
+}
+
+impl Additive {
+    /// No additive edit.
+    pub fn none() -> Additive {
+        Additive::default()
+    }
+
+    /// True when the additive edit changes nothing.
+    pub fn is_none(&self) -> bool {
+        self.c.is_empty() || self.gamma == 0.0 || self.scale == 0.0
+    }
+
+    /// The vector added to every MLP output of the layer: `gamma * scale * c` (empty for none).
+    pub fn vector(&self) -> Vec<f32> {
+        if self.is_none() {
+            return Vec::new();
+        }
+        let k = self.gamma * self.scale;
+        self.c.iter().map(|&v| k * v).collect()
+    }
 }
 
 impl LayerEdit {
+    /// The paper's projection edit alone.
+    pub fn projection(layer: usize, p: Vec<f32>, n: Vec<f32>, alpha: f32, beta: f32) -> LayerEdit {
+        LayerEdit {
+            layer,
+            p,
+            n,
+            alpha,
+            beta,
+            add: Additive::none(),
+        }
+    }
+
+    /// The additive edit alone (`hidden` values; no projection).
+    pub fn additive(layer: usize, c: Vec<f32>, scale: f32, gamma: f32) -> LayerEdit {
+        let hidden = c.len();
+        LayerEdit {
+            layer,
+            p: vec![0.0; hidden],
+            n: vec![0.0; hidden],
+            alpha: 0.0,
+            beta: 0.0,
+            add: Additive { c, scale, gamma },
+        }
+    }
+
+    /// True when the projection part changes something (a strength and a direction that are not 0).
+    pub fn projects(&self) -> bool {
+        (self.alpha != 0.0 && self.p.iter().any(|&v| v != 0.0))
+            || (self.beta != 0.0 && self.n.iter().any(|&v| v != 0.0))
+    }
+
     /// Apply the edit to one vector in place.
     #[inline]
     pub fn apply(&self, x: &mut [f32]) {
@@ -37,6 +110,9 @@ impl LayerEdit {
         if self.beta != 0.0 {
             let s = -self.beta * dot(x, &self.n);
             axpy(s, &self.n, x);
+        }
+        if !self.add.c.is_empty() && self.add.gamma != 0.0 {
+            axpy(self.add.gamma * self.add.scale, &self.add.c, x);
         }
     }
 }
@@ -70,7 +146,21 @@ pub enum PlanError {
     },
     #[error("direction of layer {layer} has a non-finite value")]
     NotFinite { layer: usize },
+    #[error("the additive direction of layer {layer} has norm {norm}, not 1")]
+    NotUnit { layer: usize, norm: f32 },
+    #[error(
+        "the additive edit of layer {layer} has strength {gamma} and scale {scale}; both must be finite and scale >= 0"
+    )]
+    BadStrength {
+        layer: usize,
+        gamma: f32,
+        scale: f32,
+    },
 }
+
+/// How far from 1 a unit direction's norm may be (f32 rounding of a normalised vector of a few
+/// thousand values is far below this; a direction stored as f32 and read back keeps it).
+pub const UNIT_TOLERANCE: f32 = 1e-3;
 
 static NEXT_PLAN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -119,6 +209,33 @@ impl EditPlan {
                     return Err(PlanError::NotFinite { layer: e.layer });
                 }
             }
+            let a = &e.add;
+            if !a.c.is_empty() {
+                if a.c.len() != hidden {
+                    return Err(PlanError::WrongSize {
+                        layer: e.layer,
+                        got: a.c.len(),
+                        hidden,
+                    });
+                }
+                if a.c.iter().any(|x| !x.is_finite()) {
+                    return Err(PlanError::NotFinite { layer: e.layer });
+                }
+                let norm = dot(&a.c, &a.c).sqrt();
+                if (norm - 1.0).abs() > UNIT_TOLERANCE {
+                    return Err(PlanError::NotUnit {
+                        layer: e.layer,
+                        norm,
+                    });
+                }
+                if !(a.gamma.is_finite() && a.scale.is_finite() && a.scale >= 0.0) {
+                    return Err(PlanError::BadStrength {
+                        layer: e.layer,
+                        gamma: a.gamma,
+                        scale: a.scale,
+                    });
+                }
+            }
             by_layer[e.layer] = Some(i);
         }
         let id = if edits.is_empty() {
@@ -145,6 +262,10 @@ impl EditPlan {
             .map(|e| LayerEdit {
                 alpha: set(e.alpha),
                 beta: set(e.beta),
+                add: Additive {
+                    gamma: set(e.add.gamma),
+                    ..e.add.clone()
+                },
                 ..e.clone()
             })
             .collect();
@@ -175,6 +296,35 @@ impl EditPlan {
     /// The edits, in the order given.
     pub fn edits(&self) -> &[LayerEdit] {
         &self.edits
+    }
+
+    /// True when some layer has an additive edit.
+    pub fn adds(&self) -> bool {
+        self.edits.iter().any(|e| !e.add.is_none())
+    }
+
+    /// True when some layer has a projection edit.
+    pub fn projects(&self) -> bool {
+        self.edits.iter().any(LayerEdit::projects)
+    }
+
+    /// The additive edits as llama.cpp's control vector: `n_embd` values per layer for layers
+    /// `1..n_layer` (layer 0 cannot be steered by a control vector), zero where a layer adds nothing.
+    /// `None` when an additive edit sits at layer 0.
+    pub fn control_vector(&self) -> Option<Vec<f32>> {
+        let n = self.n_layer();
+        let mut data = vec![0.0f32; self.hidden * n.saturating_sub(1)];
+        for e in &self.edits {
+            let v = e.add.vector();
+            if v.is_empty() {
+                continue;
+            }
+            if e.layer == 0 {
+                return None;
+            }
+            data[(e.layer - 1) * self.hidden..e.layer * self.hidden].copy_from_slice(&v);
+        }
+        Some(data)
     }
 
     /// The edit of `layer`, if the plan edits it.
@@ -321,6 +471,7 @@ mod tests {
             n: vec![0.0, 1.0, 0.0],
             alpha: 1.0,
             beta: 0.5,
+            add: Default::default(),
         };
         let r = reach(&e, &[3.0, 4.0, 0.0], &[0.0, 0.0, 10.0]).unwrap();
         assert_eq!(r.layer, 4);
@@ -361,7 +512,7 @@ mod tests {
         fn edit_is_linear(p in vec_strategy(37), n in vec_strategy(37), x in vec_strategy(37),
                           y in vec_strategy(37), a in -3.0f32..3.0, b in -3.0f32..3.0,
                           alpha in 0.0f32..2.0, beta in 0.0f32..2.0) {
-            let e = LayerEdit { layer: 0, p: unit(p), n: unit(n), alpha, beta };
+            let e = LayerEdit { layer: 0, p: unit(p), n: unit(n), alpha, beta, add: Default::default() };
             let mut lhs: Vec<f32> = x.iter().zip(&y).map(|(x, y)| a * x + b * y).collect();
             e.apply(&mut lhs);
             let (mut ex, mut ey) = (x.clone(), y.clone());
@@ -377,7 +528,7 @@ mod tests {
         #[test]
         fn rank2_equals_edit(p in vec_strategy(29), n in vec_strategy(29), x in vec_strategy(29),
                              alpha in 0.0f32..2.0, beta in 0.0f32..2.0) {
-            let e = LayerEdit { layer: 0, p: unit(p), n: unit(n), alpha, beta };
+            let e = LayerEdit { layer: 0, p: unit(p), n: unit(n), alpha, beta, add: Default::default() };
             let (u, v) = EditPlan::rank2_factors(&e);
             let mut want = x.clone();
             e.apply(&mut want);
@@ -399,6 +550,7 @@ mod tests {
             n: vec![0.0; 4],
             alpha: 1.0,
             beta: 1.0,
+            add: Default::default(),
         };
         let plan = EditPlan::new(3, 4, vec![e]).unwrap();
         let mut rows = vec![1.0, -2.0, 3.5, 0.25, 7.0, 8.0, 9.0, 10.0];
@@ -416,6 +568,7 @@ mod tests {
             n: vec![0.0, 1.0, 0.0],
             alpha: 1.0,
             beta: 1.0,
+            add: Default::default(),
         };
         let plan = EditPlan::new(4, 3, vec![e]).unwrap();
         let mut rows = vec![1.0, 2.0, 3.0];
@@ -433,6 +586,7 @@ mod tests {
             n: vec![0.0; d],
             alpha: 1.0,
             beta: 1.0,
+            add: Default::default(),
         };
         assert_eq!(
             EditPlan::new(2, 3, vec![e(2, 3)]).unwrap_err(),
@@ -469,6 +623,7 @@ mod tests {
             n: vec![0.0],
             alpha: 1.0,
             beta: 1.0,
+            add: Default::default(),
         };
         let a = EditPlan::new(1, 1, vec![e.clone()]).unwrap();
         let b = EditPlan::new(1, 1, vec![e]).unwrap();
@@ -485,6 +640,7 @@ mod tests {
             n: vec![0.0, 1.0],
             alpha,
             beta,
+            add: Default::default(),
         };
         let plan = EditPlan::new(4, 2, vec![edit(1, 2.0, 0.0), edit(3, 0.0, 0.5)]).unwrap();
         let null = plan.at_strength(NULL_STRENGTH);
@@ -506,5 +662,89 @@ mod tests {
         let mut x = vec![3.0, 4.0];
         null.apply_rows(1, &mut x);
         assert!(x != [3.0, 4.0] && (x[0] - 3.0).abs() < 1e-3 && (x[1] - 4.0).abs() < 1e-3);
+    }
+    proptest! {
+        /// The additive edit moves every vector by the same `gamma * scale * c`, after the projections,
+        /// and the move is linear in `gamma`.
+        #[test]
+        fn additive_edit_moves_every_vector_by_gamma_scale_c(
+            c in vec_strategy(23), x in vec_strategy(23), y in vec_strategy(23),
+            gamma in -4.0f32..4.0, scale in 0.0f32..50.0, p in vec_strategy(23), alpha in 0.0f32..2.0,
+        ) {
+            let c = unit(c);
+            let e = LayerEdit::additive(3, c.clone(), scale, gamma);
+            for v in [&x, &y] {
+                let mut got = v.clone();
+                e.apply(&mut got);
+                for i in 0..23 {
+                    prop_assert!((got[i] - v[i] - gamma * scale * c[i]).abs() < 1e-3);
+                }
+            }
+            // twice the strength, twice the move
+            let e2 = LayerEdit::additive(3, c.clone(), scale, 2.0 * gamma);
+            let (mut a, mut b) = (x.clone(), x.clone());
+            e.apply(&mut a);
+            e2.apply(&mut b);
+            for i in 0..23 {
+                prop_assert!(((b[i] - x[i]) - 2.0 * (a[i] - x[i])).abs() < 1e-3);
+            }
+            // with a projection too: the projection first, then the shift
+            let both = LayerEdit {
+                add: Additive { c: c.clone(), scale, gamma },
+                ..LayerEdit::projection(3, unit(p.clone()), vec![0.0; 23], alpha, 0.0)
+            };
+            let mut want = x.clone();
+            LayerEdit::projection(3, unit(p), vec![0.0; 23], alpha, 0.0).apply(&mut want);
+            axpy(gamma * scale, &c, &mut want);
+            let mut got = x.clone();
+            both.apply(&mut got);
+            for i in 0..23 {
+                prop_assert!((got[i] - want[i]).abs() < 1e-3);
+            }
+        }
+    }
+
+    #[test]
+    fn additive_plans_are_checked_and_rescaled() {
+        let bad = |c: Vec<f32>, scale, gamma| {
+            EditPlan::new(3, 2, vec![LayerEdit::additive(1, c, scale, gamma)]).unwrap_err()
+        };
+        assert!(matches!(
+            bad(vec![2.0, 0.0], 1.0, 1.0),
+            PlanError::NotUnit { layer: 1, .. }
+        ));
+        assert!(matches!(
+            bad(vec![0.0, 0.0], 1.0, 1.0),
+            PlanError::NotUnit { layer: 1, .. }
+        ));
+        assert!(matches!(
+            bad(vec![1.0, 0.0], -1.0, 1.0),
+            PlanError::BadStrength { layer: 1, .. }
+        ));
+        assert!(matches!(
+            bad(vec![1.0, 0.0], 1.0, f32::NAN),
+            PlanError::BadStrength { .. }
+        ));
+        assert!(matches!(
+            bad(vec![1.0, 0.0, 0.0], 1.0, 1.0),
+            PlanError::WrongSize { .. }
+        ));
+        assert!(matches!(
+            bad(vec![f32::INFINITY, 0.0], 1.0, 1.0),
+            PlanError::NotFinite { .. }
+        ));
+        let plan = EditPlan::new(
+            3,
+            2,
+            vec![LayerEdit::additive(1, vec![0.6, 0.8], 10.0, 2.0)],
+        )
+        .unwrap();
+        assert!(plan.adds() && !plan.projects());
+        let null = plan.at_strength(NULL_STRENGTH);
+        assert_eq!(null.edits()[0].add.gamma, NULL_STRENGTH);
+        assert_eq!(null.edits()[0].add.scale, 10.0);
+        let mut x = vec![1.0, 1.0];
+        plan.apply_rows(1, &mut x);
+        assert!((x[0] - 13.0).abs() < 1e-5 && (x[1] - 17.0).abs() < 1e-5);
     }
 }

@@ -1,0 +1,429 @@
+//! Directions from the user's real answers (method.md, "Beyond the paper"; StyleVector, arXiv
+//! 2503.05213; the mean of differences, arXiv 2502.02716).
+//!
+//! For history items i = 1..m, the same prompt `q_i` is read twice: followed by the user's real output
+//! `y_i` and by the model's own greedy answer `a_i` (items where the two agree carry no contrast and are
+//! skipped). Per layer l, with `Phi_l` the MLP output pooled over the answer's tokens:
+//!
+//! ```text
+//! d_l,i   = Phi_l(q_i + y_i) - Phi_l(q_i + a_i)
+//! c_l     = mean_i d_l,i / || mean_i d_l,i ||              the user's direction
+//! agree_l = mean over pairs i != j of cos(d_l,i, d_l,j)     near 0: the items do not agree
+//! s_l     = median over the answers' tokens of ||x_l||      the layer's typical MLP-output norm
+//! ```
+//!
+//! The edit adds `gamma * s_l * c_l` to the MLP output of the chosen layers ([`crate::steer::Additive`]).
+//! This module is the arithmetic; [`super::pipeline::Personalizer`] reads the texts through the model.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::pipeline::{
+    FIT_VERSION, FitParams, FitReport, LayerChoice, PairAnswers, PersonalizeError, Personalizer,
+    Prepared, QuerySource, Strengths, mid_band, pair_hashes, profile_plan, query_plan,
+};
+use super::prompts::{self, PROMPT_VERSION, TaskFamily};
+use crate::steer::{dot, median};
+use crate::store::{
+    HistoryItem, LayerDirections, Owner, Pair, PairKey, Profile, User, history_hash, unix_now,
+};
+
+/// One layer's real-answer direction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerAlign {
+    /// Decoder layer index.
+    pub layer: usize,
+    /// `c_l`: unit direction (all zero when the differences cancel out).
+    pub c: Vec<f32>,
+    /// `agree_l`: mean pairwise cosine of the items' differences (0 with fewer than 2 items).
+    pub agree: f32,
+    /// `s_l`: median MLP-output norm over the answers' tokens.
+    pub scale: f32,
+}
+
+/// `mean_i d_i / ||mean_i d_i||`, or `None` when there are no differences or their mean is zero.
+pub fn mean_direction<R: AsRef<[f32]>>(diffs: &[R]) -> Option<Vec<f32>> {
+    let first = diffs.first()?.as_ref();
+    let mut m = vec![0.0f64; first.len()];
+    for d in diffs {
+        for (acc, &v) in m.iter_mut().zip(d.as_ref()) {
+            *acc += f64::from(v);
+        }
+    }
+    let norm = m.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if !(norm > 0.0 && norm.is_finite()) {
+        return None;
+    }
+    Some(m.into_iter().map(|v| (v / norm) as f32).collect())
+}
+
+/// Mean pairwise cosine of the differences, over pairs `i < j` (a zero difference counts as cosine 0);
+/// 0 with fewer than two. Near 1 when the items agree on a direction, near 0 for unrelated ones.
+pub fn agreement<R: AsRef<[f32]>>(diffs: &[R]) -> f32 {
+    let norms: Vec<f32> = diffs
+        .iter()
+        .map(|d| dot(d.as_ref(), d.as_ref()).sqrt())
+        .collect();
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for i in 0..diffs.len() {
+        for j in i + 1..diffs.len() {
+            let den = norms[i] * norms[j];
+            if den > 0.0 {
+                sum += f64::from(dot(diffs[i].as_ref(), diffs[j].as_ref()) / den);
+            }
+            n += 1;
+        }
+    }
+    if n == 0 { 0.0 } else { (sum / n as f64) as f32 }
+}
+
+/// Every layer's [`LayerAlign`] from the items' differences: `diffs[l]` holds the items' `d_l,i`, and
+/// `norms[l]` the per-token MLP-output norms seen at layer l (empty: scale 0).
+pub fn align_layers(diffs: &[Vec<Vec<f32>>], norms: &[Vec<f32>]) -> Vec<LayerAlign> {
+    diffs
+        .iter()
+        .enumerate()
+        .map(|(layer, d)| {
+            let hidden = d.first().map_or(0, Vec::len);
+            LayerAlign {
+                layer,
+                c: mean_direction(d).unwrap_or_else(|| vec![0.0; hidden]),
+                agree: agreement(d),
+                scale: norms
+                    .get(layer)
+                    .filter(|n| !n.is_empty())
+                    .map_or(0.0, |n| median(n.clone())),
+            }
+        })
+        .collect()
+}
+
+/// The `n` layers of `band` whose items agree most, in layer order (layers with a zero direction are
+/// never chosen).
+pub fn most_agreeing(layers: &[LayerAlign], band: std::ops::Range<usize>, n: usize) -> Vec<usize> {
+    let mut ranked: Vec<&LayerAlign> = layers
+        .iter()
+        .filter(|l| band.contains(&l.layer) && l.c.iter().any(|&v| v != 0.0))
+        .collect();
+    ranked.sort_by(|a, b| b.agree.total_cmp(&a.agree).then(a.layer.cmp(&b.layer)));
+    let mut out: Vec<usize> = ranked.iter().take(n).map(|l| l.layer).collect();
+    out.sort_unstable();
+    out
+}
+
+// ---- reading the texts through the model ----
+
+/// How many of the user's history items a fit reads, at most, and in what order: the same offline
+/// queries as the paper's pairs ([`query_plan`]: the items stage 1 did not select, then each selected
+/// item left out of the history it is shown with), so an item is never in its own prompt.
+fn contrast_items(n_unselected: usize, n_selected: usize, max: usize) -> Vec<QuerySource> {
+    query_plan(n_unselected, n_selected)
+        .into_iter()
+        .take(max)
+        .collect()
+}
+
+/// Whether the model's answer says what the user's does (labels compare without case).
+fn same_answer(family: TaskFamily, real: &str, own: &str) -> bool {
+    let (r, o) = (real.trim(), own.trim());
+    match family {
+        TaskFamily::FreeText => r == o,
+        TaskFamily::Classification | TaskFamily::Rating => r.eq_ignore_ascii_case(o),
+    }
+}
+
+/// One history item read as a contrast: the history it is shown with, the query, the user's real
+/// answer and the model's own.
+struct Contrast {
+    hist: Vec<usize>,
+    query: String,
+    real: String,
+    own: String,
+}
+
+impl Personalizer<'_> {
+    /// The `align` route of a fit (method.md, "Directions from real answers"): every member's history
+    /// items answered by the model, each answer read after the item's prompt next to the user's real
+    /// one, and per layer the mean of the differences. Stored as the owner's profile.
+    pub(super) fn fit_align(
+        &mut self,
+        owner: Owner,
+        users: &[User],
+        params: &FitParams,
+    ) -> Result<(FitReport, Profile), PersonalizeError> {
+        let n_layer = self.model.n_layer();
+        let layers: Vec<usize> = (0..n_layer).collect();
+        self.stage_secs = [0.0; 3];
+        let mut diffs: Vec<Vec<Vec<f32>>> = vec![Vec::new(); n_layer];
+        let mut norms: Vec<Vec<f32>> = vec![Vec::new(); n_layer];
+        let (mut tried, mut same) = (0usize, 0usize);
+        let mut capture_secs = 0.0;
+        let mut shown: Vec<i64> = Vec::new();
+        for user in users {
+            let (prep, _, rest) = self.prepare_material(user, params)?;
+            if shown.is_empty() {
+                shown = prep.selected.iter().map(|h| h.id.get()).collect();
+            }
+            let t = Instant::now();
+            let contrasts = self.own_answers(user, &prep, &rest, params)?;
+            self.stage_secs[2] += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let bar = self.bar(contrasts.len(), "capture");
+            let lead = prompts::answer_lead(prep.family);
+            for c in contrasts {
+                bar.inc(1);
+                tried += 1;
+                if c.real.trim().is_empty()
+                    || c.own.trim().is_empty()
+                    || same_answer(prep.family, &c.real, &c.own)
+                {
+                    same += 1;
+                    continue;
+                }
+                self.check_interrupt()?;
+                let (prefix, suffix) = self.pair_prompt(&prep, &c.hist, &c.query, None)?;
+                self.ensure_prefix(&prefix)?;
+                let query = format!("{suffix}{lead}");
+                let (vr, nr) =
+                    self.capture_answer_norms(&query, &c.real, &layers, params.pooling)?;
+                let (vo, no) =
+                    self.capture_answer_norms(&query, &c.own, &layers, params.pooling)?;
+                for l in 0..n_layer {
+                    diffs[l].push(vr[l].iter().zip(&vo[l]).map(|(a, b)| a - b).collect());
+                    norms[l].extend_from_slice(&nr[l]);
+                    norms[l].extend_from_slice(&no[l]);
+                }
+            }
+            bar.finish_and_clear();
+            capture_secs += t.elapsed().as_secs_f64();
+        }
+        let used = diffs[0].len();
+        if used < 2 {
+            return Err(PersonalizeError::TooFewContrasts {
+                owner: owner.to_string(),
+                got: used,
+                tried,
+            });
+        }
+        let mut seconds: Vec<(String, f64)> = ["select", "insights", "answers"]
+            .iter()
+            .zip(self.stage_secs)
+            .map(|(n, s)| (n.to_string(), s))
+            .collect();
+        seconds.push(("capture".to_string(), capture_secs));
+
+        let t = Instant::now();
+        let fitted = align_layers(&diffs, &norms);
+        let selected = match &params.layers {
+            LayerChoice::Mid(n) => most_agreeing(&fitted, mid_band(n_layer), *n),
+            // layer 0 is left out: a control vector cannot steer it
+            LayerChoice::Auto => most_agreeing(&fitted, 1..n_layer, 1),
+            LayerChoice::Max(n) => most_agreeing(&fitted, 1..n_layer, *n),
+            LayerChoice::List(l) => {
+                let mut l = l.clone();
+                l.sort_unstable();
+                l.dedup();
+                l
+            }
+        };
+        seconds.push(("fit".to_string(), t.elapsed().as_secs_f64()));
+        let hidden = self.model.n_embd();
+        let profile = Profile {
+            model: self.identity()?,
+            selected_layers: selected.clone(),
+            layers: fitted
+                .iter()
+                .map(|l| LayerDirections {
+                    layer: l.layer,
+                    p: l.c.clone(),
+                    n: vec![0.0; hidden],
+                    ccs_loss: 0.0,
+                })
+                .collect(),
+            params: serde_json::json!({
+                "fit": params,
+                "prompt_version": PROMPT_VERSION,
+                "fit_version": FIT_VERSION,
+                "align": {
+                    "items": used,
+                    "tried": tried,
+                    "agree": fitted.iter().map(|l| l.agree).collect::<Vec<_>>(),
+                    "scale": fitted.iter().map(|l| l.scale).collect::<Vec<_>>(),
+                },
+                "members": users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+                // the first member's representative items: the history block its ways show
+                "selected": shown,
+            }),
+            created: unix_now(),
+        };
+        // the plan is checked before the profile is stored, so a stored profile always applies
+        profile_plan(&profile, &Strengths::default())?;
+        let report = FitReport {
+            owner: owner.to_string(),
+            selected_layers: selected,
+            pairs: used,
+            dropped_pairs: same,
+            reused: self.reused,
+            embedded: self.embedded,
+            tokens: self.tokens,
+            seconds,
+        };
+        Ok((report, profile))
+    }
+
+    /// The model's own greedy answer to each contrast item, stored as a pair (`personal`: the user's
+    /// real answer, `neutral`: the model's) under the user's pair key with `/align`, so an
+    /// interrupted fit resumes and a refit reuses them.
+    fn own_answers(
+        &mut self,
+        user: &User,
+        prep: &Prepared,
+        rest: &[HistoryItem],
+        params: &FitParams,
+    ) -> Result<Vec<Contrast>, PersonalizeError> {
+        let labels = prompts::labels_for_kind(&prep.kind);
+        let all: Vec<usize> = (0..prep.selected.len()).collect();
+        let items: Vec<(Vec<usize>, &HistoryItem)> =
+            contrast_items(rest.len(), prep.selected.len(), params.max_queries)
+                .into_iter()
+                .map(|source| match source {
+                    QuerySource::Unselected(i) => (all.clone(), &rest[i]),
+                    QuerySource::LeaveOneOut(i) => (
+                        all.iter().copied().filter(|&j| j != i).collect(),
+                        &prep.selected[i],
+                    ),
+                })
+                .collect();
+        let queries: Vec<(Vec<usize>, String)> = items
+            .iter()
+            .map(|(h, item)| (h.clone(), prompts::item_query(prep.family, item, labels)))
+            .collect();
+        let base = format!(
+            "{}/align/answer_tokens={}",
+            history_hash(&prep.selected),
+            params.answer_tokens
+        );
+        let query_refs: Vec<&(Vec<usize>, String)> = queries.iter().collect();
+        let keys: Vec<PairKey> = pair_hashes(&base, &query_refs, all.len())
+            .into_iter()
+            .map(|history_hash| PairKey {
+                user: user.id,
+                fingerprint: self
+                    .model
+                    .fingerprint()
+                    .map(str::to_string)
+                    .unwrap_or_default(),
+                prompt_version: PROMPT_VERSION,
+                history_hash,
+            })
+            .collect();
+        let label_params = FitParams {
+            pair_answers: PairAnswers::Label,
+            ..params.clone()
+        };
+        let bar = self.bar(items.len(), "answers");
+        let mut out = Vec::with_capacity(items.len());
+        for (((hist, item), (_, query)), key) in items.iter().zip(&queries).zip(&keys) {
+            let real = prompts::pair_answer(prep.family, labels, &item.output);
+            let stored = self
+                .store
+                .pairs(key)?
+                .into_iter()
+                .find(|p| &p.query == query);
+            let own = if let Some(p) = stored {
+                self.reused += 1;
+                p.neutral
+            } else {
+                self.check_interrupt()?;
+                let (prefix, suffix) = self.pair_prompt(prep, hist, query, None)?;
+                self.ensure_prefix(&prefix)?;
+                let own = self.pair_answer(prep, labels, &suffix, &label_params)?;
+                self.store.put_pair(
+                    key,
+                    &Pair {
+                        query: query.clone(),
+                        personal: real.clone(),
+                        neutral: own.clone(),
+                    },
+                )?;
+                own
+            };
+            out.push(Contrast {
+                hist: hist.clone(),
+                query: query.clone(),
+                real,
+                own,
+            });
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::personalize::fit::test_util::{cosine, gaussian, unit};
+    use rand::SeedableRng;
+
+    /// A planted direction plus noise per item is recovered by the mean difference, and the items
+    /// agree; pure noise gives agreement near zero.
+    #[test]
+    fn a_planted_direction_is_recovered_and_noise_does_not_agree() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let d = 256;
+        let planted = unit(&gaussian(&mut rng, d));
+        let diffs: Vec<Vec<f32>> = (0..12)
+            .map(|_| {
+                let noise = gaussian(&mut rng, d);
+                // signal of length 4 against noise of length ~16 (sqrt(256)) per item
+                planted
+                    .iter()
+                    .zip(&noise)
+                    .map(|(p, n)| 4.0 * p + 0.25 * n)
+                    .collect()
+            })
+            .collect();
+        let c = mean_direction(&diffs).unwrap();
+        assert!((dot(&c, &c).sqrt() - 1.0).abs() < 1e-5);
+        assert!(cosine(&c, &planted) > 0.9, "{}", cosine(&c, &planted));
+        let agree = agreement(&diffs);
+        assert!(agree > 0.5, "planted agreement {agree}");
+
+        let noise: Vec<Vec<f32>> = (0..12).map(|_| gaussian(&mut rng, d)).collect();
+        let a = agreement(&noise);
+        assert!(a.abs() < 0.05, "noise agreement {a}");
+    }
+
+    #[test]
+    fn degenerate_inputs() {
+        assert!(mean_direction::<Vec<f32>>(&[]).is_none());
+        assert!(mean_direction(&[vec![1.0, 2.0], vec![-1.0, -2.0]]).is_none());
+        assert_eq!(agreement(&[vec![1.0, 0.0]]), 0.0);
+        // opposite differences disagree completely; a zero difference counts as 0
+        assert!((agreement(&[vec![1.0, 0.0], vec![-1.0, 0.0]]) + 1.0).abs() < 1e-6);
+        assert!(
+            (agreement(&[vec![1.0, 0.0], vec![0.0, 0.0], vec![1.0, 0.0]]) - 1.0 / 3.0).abs() < 1e-6
+        );
+    }
+
+    #[test]
+    fn layers_get_direction_agreement_and_median_norm() {
+        let diffs = vec![
+            vec![vec![3.0, 4.0], vec![3.0, 4.0]],
+            vec![vec![1.0, 0.0], vec![-1.0, 0.0]],
+        ];
+        let norms = vec![vec![1.0, 5.0, 2.0], vec![]];
+        let got = align_layers(&diffs, &norms);
+        assert_eq!(got[0].c, vec![0.6, 0.8]);
+        assert!((got[0].agree - 1.0).abs() < 1e-6);
+        assert_eq!(got[0].scale, 2.0);
+        assert_eq!(got[1].c, vec![0.0, 0.0]);
+        assert_eq!(got[1].scale, 0.0);
+        // layer 1 cancels out: never chosen, even when asked for two
+        assert_eq!(most_agreeing(&got, 0..2, 2), vec![0]);
+        assert!(most_agreeing(&got, 1..2, 1).is_empty());
+    }
+}

@@ -1,0 +1,637 @@
+//! Each user's way of personalising, chosen on their own held-out history (method.md, "A policy per
+//! user").
+//!
+//! The user's newest history items are held out (LaMP's own time split), everything is fitted on the
+//! rest, and every candidate way of answering is scored on the held-out items: by the task's metric
+//! where the outputs are labels or ratings (ties broken by the likelihood), and always by the mean
+//! log-likelihood of the user's real output, teacher-forced, per token. The best way is kept when it
+//! beats answering without personalisation beyond the items' own noise; when every way scores the
+//! same, nothing is personalised; in between, the default chosen on the train split is used, and the
+//! policy says why. [`choose`] is that rule, pure; [`Personalizer::choose_policy`] scores through the
+//! model.
+
+use serde::{Deserialize, Serialize};
+
+use std::time::Instant;
+
+use super::pipeline::{
+    FIT_VERSION, FitParams, FitReport, PersonalizeError, Personalizer, Route, user_prompt,
+};
+use super::prompts::PROMPT_VERSION;
+use super::prompts::{self, TaskFamily};
+use crate::eval::prompts::{Bm25, bm25_tokens};
+use crate::llm::{LlmError, Model};
+use crate::store::{HistoryItem, Owner, Profile, User, unix_now};
+
+/// A way of answering for one user.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "way", rename_all = "kebab-case")]
+pub enum Way {
+    /// No personalisation: the selected history and the request, as `instruct`.
+    None,
+    /// The personal insight before the request.
+    Insight,
+    /// The history items nearest the request (BM25) as the history block.
+    Retrieval,
+    /// The user's real-answer direction added at strength `gamma`.
+    Align {
+        /// Strength, in units of each layer's typical MLP-output norm.
+        gamma: f32,
+    },
+    /// The insight before the request and the real-answer direction added.
+    InsightAlign {
+        /// Strength of the direction.
+        gamma: f32,
+    },
+}
+
+impl Way {
+    /// A short name for reports: `none`, `insight`, `retrieval`, `align@1`, `insight+align@1`.
+    pub fn name(&self) -> String {
+        match self {
+            Way::None => "none".into(),
+            Way::Insight => "insight".into(),
+            Way::Retrieval => "retrieval".into(),
+            Way::Align { gamma } => format!("align@{gamma}"),
+            Way::InsightAlign { gamma } => format!("insight+align@{gamma}"),
+        }
+    }
+
+    /// The strength of the edit, for ways that edit the model.
+    pub fn gamma(&self) -> Option<f32> {
+        match self {
+            Way::Align { gamma } | Way::InsightAlign { gamma } => Some(*gamma),
+            _ => None,
+        }
+    }
+
+    /// Whether the insight goes in the prompt.
+    pub fn insight(&self) -> bool {
+        matches!(self, Way::Insight | Way::InsightAlign { .. })
+    }
+
+    /// Whether the history block holds the retrieved items.
+    pub fn retrieval(&self) -> bool {
+        matches!(self, Way::Retrieval)
+    }
+}
+
+impl std::str::FromStr for Way {
+    type Err = String;
+
+    /// `none`, `insight`, `retrieval`, `align@G`, `insight+align@G` (`@G` may be left out: strength 1).
+    fn from_str(s: &str) -> Result<Way, String> {
+        let (head, gamma) = match s.split_once('@') {
+            Some((h, g)) => (
+                h,
+                g.parse::<f32>()
+                    .map_err(|_| format!("`{g}` is not a strength"))?,
+            ),
+            None => (s, 1.0),
+        };
+        match head {
+            "none" => Ok(Way::None),
+            "insight" => Ok(Way::Insight),
+            "retrieval" => Ok(Way::Retrieval),
+            "align" => Ok(Way::Align { gamma }),
+            "insight+align" => Ok(Way::InsightAlign { gamma }),
+            _ => Err(format!(
+                "`{s}` is not a way: none, insight, retrieval, align@G, insight+align@G"
+            )),
+        }
+    }
+}
+
+/// How a policy is chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyParams {
+    /// At most this many of the newest items are held out.
+    pub held_out: usize,
+    /// At least this many items stay to fit on.
+    pub min_fit: usize,
+    /// The ways compared.
+    pub candidates: Vec<Way>,
+    /// The way used when the held-out items cannot tell the candidates apart.
+    pub default: Way,
+}
+
+/// The candidate set and default of `fit --route auto` (docs/evaluation.md: chosen on the train split).
+pub fn default_policy_params(gamma: f32) -> PolicyParams {
+    PolicyParams {
+        held_out: 3,
+        min_fit: 4,
+        candidates: vec![
+            Way::None,
+            Way::Insight,
+            Way::Retrieval,
+            Way::Align { gamma: gamma / 2.0 },
+            Way::Align { gamma },
+            Way::Align { gamma: 2.0 * gamma },
+            Way::InsightAlign { gamma },
+        ],
+        default: Way::None,
+    }
+}
+
+/// One candidate's scores on the held-out items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateScore {
+    /// The way scored.
+    pub way: Way,
+    /// Mean task metric over the held-out items (accuracy; minus the absolute error for ratings);
+    /// `None` for free text.
+    pub metric: Option<f64>,
+    /// Mean over held-out items of the per-token log-likelihood of the user's real output.
+    pub log_likelihood: f64,
+    /// The same per item, in the held-out items' order.
+    pub per_item: Vec<f64>,
+}
+
+/// A user's chosen way and the evidence for it, stored with the profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// The way chosen.
+    pub way: Way,
+    /// Newest history items held out to score the candidates.
+    pub held_out: usize,
+    /// Why the default was used instead of the best candidate, if it was.
+    pub fallback: Option<String>,
+    /// Every candidate's scores, in the order compared.
+    pub scores: Vec<CandidateScore>,
+}
+
+/// The rule: rank by metric (where there is one), then log-likelihood; keep the best if it beats
+/// `none` on the metric, or on the likelihood by more than the paired differences' standard error;
+/// when every candidate scores exactly the same, `none` (nothing to gain); otherwise `default`.
+/// Fewer than 2 held-out items: `default`.
+pub fn choose(scores: &[CandidateScore], default: Way) -> (Way, Option<String>) {
+    let n = scores.first().map_or(0, |s| s.per_item.len());
+    if n < 2 {
+        return (
+            default,
+            Some(format!(
+                "{n} held-out item{}: too few to compare",
+                if n == 1 { "" } else { "s" }
+            )),
+        );
+    }
+    let key = |s: &CandidateScore| (s.metric.unwrap_or(0.0), s.log_likelihood);
+    let best = scores
+        .iter()
+        .enumerate()
+        .max_by(|(i, a), (j, b)| {
+            let (ka, kb) = (key(a), key(b));
+            ka.0.total_cmp(&kb.0)
+                .then(ka.1.total_cmp(&kb.1))
+                // the earlier candidate (the simpler way) wins a tie
+                .then(j.cmp(i))
+        })
+        .map(|(_, s)| s)
+        .expect("n >= 2 means a candidate");
+    if scores.iter().all(|s| key(s) == key(best)) {
+        return (Way::None, None);
+    }
+    let Some(none) = scores.iter().find(|s| s.way == Way::None) else {
+        return (best.way, None);
+    };
+    if best.way == Way::None {
+        return (Way::None, None);
+    }
+    if best.metric.unwrap_or(0.0) > none.metric.unwrap_or(0.0) {
+        return (best.way, None);
+    }
+    let diffs: Vec<f64> = best
+        .per_item
+        .iter()
+        .zip(&none.per_item)
+        .map(|(b, z)| b - z)
+        .collect();
+    let mean = diffs.iter().sum::<f64>() / n as f64;
+    let var = diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let se = (var / n as f64).sqrt();
+    if mean > se {
+        (best.way, None)
+    } else {
+        (
+            default,
+            Some(format!(
+                "`{}` is ahead of `none` by {mean:.3} nats a token, inside its noise ({se:.3})",
+                best.way.name()
+            )),
+        )
+    }
+}
+
+/// The task metric of one answer against the user's real one: 1/0 for a label, minus the absolute
+/// error for a rating (an answer that is not a rating scores -4, the worst); `None` for free text.
+pub fn item_metric(family: TaskFamily, answer: &str, real: &str) -> Option<f64> {
+    match family {
+        TaskFamily::Classification => Some(f64::from(u8::from(
+            answer.trim().eq_ignore_ascii_case(real.trim()),
+        ))),
+        TaskFamily::Rating => {
+            let r: f64 = real.trim().parse().ok()?;
+            Some(match answer.trim().parse::<f64>() {
+                Ok(a) => -(a - r).abs(),
+                Err(_) => -4.0,
+            })
+        }
+        TaskFamily::FreeText => None,
+    }
+}
+
+/// The `k` items of `items` nearest `query` by BM25 over their input and output, in history order.
+pub fn retrieve<'h>(items: &'h [HistoryItem], query: &str, k: usize) -> Vec<&'h HistoryItem> {
+    let docs: Vec<(&str, &str)> = items
+        .iter()
+        .map(|h| (h.input.as_str(), h.output.as_str()))
+        .collect();
+    nearest(&docs, query, k)
+        .into_iter()
+        .map(|i| &items[i])
+        .collect()
+}
+
+/// Indices of the `k` documents (input, output) nearest `query` by BM25, in their order.
+fn nearest(docs: &[(&str, &str)], query: &str, k: usize) -> Vec<usize> {
+    let texts: Vec<String> = docs.iter().map(|(i, o)| format!("{i} {o}")).collect();
+    let corpus: Vec<Vec<&str>> = texts.iter().map(|d| bm25_tokens(d)).collect();
+    let mut top = Bm25::new(&corpus).top_n(&bm25_tokens(query), k);
+    top.sort_unstable();
+    top
+}
+
+/// What a way's prompt may show of a user.
+#[derive(Debug, Clone, Copy)]
+pub struct UserContext<'h> {
+    /// The task family of their history.
+    pub family: TaskFamily,
+    /// The representative items (stage 1), the history block of every way but retrieval.
+    pub selected: &'h [HistoryItem],
+    /// The items retrieval picks from.
+    pub history: &'h [HistoryItem],
+    /// How many items retrieval shows.
+    pub k: usize,
+    /// The personal insight.
+    pub insight: &'h str,
+}
+
+/// `(prefix, suffix)` of a request answered the way `way` asks: the history block (the selected
+/// items, or the `k` items nearest the request), the insight when the way asks for it, then the
+/// request.
+///
+/// # Errors
+/// The chat template failing.
+pub fn way_prompt(
+    model: &Model,
+    way: Way,
+    user: &UserContext<'_>,
+    request: &str,
+) -> Result<(String, String), LlmError> {
+    user_prompt(
+        model,
+        user.family,
+        &shown_items(way, user, request),
+        &after_history(way, user, request),
+    )
+}
+
+/// The user turn of [`way_prompt`] as one text: the history block, a blank line's worth of
+/// separation, the insight when the way asks for it, the request.
+pub fn way_content(way: Way, user: &UserContext<'_>, request: &str) -> String {
+    let items: Vec<prompts::Item<'_>> = shown_items(way, user, request)
+        .into_iter()
+        .map(|h| prompts::Item {
+            input: &h.input,
+            output: &h.output,
+        })
+        .collect();
+    format!(
+        "{}\n{}",
+        prompts::history_block(user.family, &items),
+        after_history(way, user, request)
+    )
+}
+
+fn shown_items<'h>(way: Way, user: &UserContext<'h>, request: &str) -> Vec<&'h HistoryItem> {
+    if way.retrieval() {
+        retrieve(user.history, request, user.k)
+    } else {
+        user.selected.iter().collect()
+    }
+}
+
+fn after_history(way: Way, user: &UserContext<'_>, request: &str) -> String {
+    if way.insight() {
+        format!(
+            "{}{request}",
+            prompts::personalised_instruction(user.insight)
+        )
+    } else {
+        request.to_string()
+    }
+}
+
+impl Personalizer<'_> {
+    /// Choose `name`'s way of answering: hold out their newest items, fit on the rest (nothing is
+    /// stored but insights and answers, which later fits reuse), and score every candidate on the
+    /// held-out items ([`choose`]). `params` are the real-answer fit's.
+    ///
+    /// # Errors
+    /// See [`PersonalizeError`].
+    pub fn choose_policy(
+        &mut self,
+        name: &str,
+        params: &FitParams,
+        policy: &PolicyParams,
+    ) -> Result<Policy, PersonalizeError> {
+        let user = self.store.require_user(name)?;
+        let history = self.store.history(user.id)?;
+        let held_out = policy
+            .held_out
+            .min(history.len().saturating_sub(policy.min_fit));
+        if held_out < 2 {
+            let (way, fallback) = choose(&[], policy.default);
+            return Ok(Policy {
+                way,
+                held_out,
+                fallback: fallback.map(|f| format!("{f} ({} history items)", history.len())),
+                scores: Vec::new(),
+            });
+        }
+        self.hold_out = held_out;
+        let result = self.score_candidates(name, &history, held_out, params, policy);
+        self.hold_out = 0;
+        let scores = result?;
+        let (way, fallback) = choose(&scores, policy.default);
+        Ok(Policy {
+            way,
+            held_out,
+            fallback,
+            scores,
+        })
+    }
+
+    /// The `auto` route: choose the user's policy ([`Self::choose_policy`]), then fit the real-answer
+    /// direction on the whole history and record the policy, and the personal insight a prompt way
+    /// shows, with it.
+    pub(super) fn fit_auto(
+        &mut self,
+        owner: Owner,
+        users: &[User],
+        params: &FitParams,
+    ) -> Result<(FitReport, Profile), PersonalizeError> {
+        let [user] = users else {
+            return Err(PersonalizeError::Params(
+                "a policy is chosen on one user's own history; fit a group with `--route align`"
+                    .into(),
+            ));
+        };
+        let t = Instant::now();
+        let policy =
+            self.choose_policy(&user.name, params, &default_policy_params(params.gamma))?;
+        let policy_secs = t.elapsed().as_secs_f64();
+        let align_params = FitParams {
+            route: Route::Align,
+            ..params.clone()
+        };
+        let material = self.material(&user.name, &align_params)?;
+        let (mut report, mut profile) = match self.fit_align(owner.clone(), users, &align_params) {
+            Ok(fitted) => fitted,
+            // the model answers as the user everywhere: no direction, only the prompt ways
+            Err(PersonalizeError::TooFewContrasts { .. }) if policy.way.gamma().is_none() => (
+                FitReport {
+                    owner: owner.to_string(),
+                    selected_layers: Vec::new(),
+                    pairs: 0,
+                    dropped_pairs: 0,
+                    reused: self.reused,
+                    embedded: self.embedded,
+                    tokens: self.tokens,
+                    seconds: Vec::new(),
+                },
+                Profile {
+                    model: self.identity()?,
+                    selected_layers: Vec::new(),
+                    layers: Vec::new(),
+                    params: serde_json::json!({}),
+                    created: unix_now(),
+                },
+            ),
+            Err(e) => return Err(e),
+        };
+        report
+            .seconds
+            .insert(0, ("policy".to_string(), policy_secs));
+        let params_json = &mut profile.params;
+        params_json["fit"] = serde_json::to_value(params).expect("params serialise");
+        params_json["prompt_version"] = PROMPT_VERSION.into();
+        params_json["fit_version"] = FIT_VERSION.into();
+        params_json["policy"] = serde_json::to_value(&policy).expect("a policy serialises");
+        params_json["insight"] = material.personal_insight.into();
+        params_json["k"] = params.k.into();
+        Ok((report, profile))
+    }
+
+    fn score_candidates(
+        &mut self,
+        name: &str,
+        history: &[HistoryItem],
+        held_out: usize,
+        params: &FitParams,
+        policy: &PolicyParams,
+    ) -> Result<Vec<CandidateScore>, PersonalizeError> {
+        let align_params = FitParams {
+            route: Route::Align,
+            ..params.clone()
+        };
+        let material = self.material(name, &align_params)?;
+        let fit_items = &history[..history.len() - held_out];
+        let tests = &history[history.len() - held_out..];
+        let profile: Option<Profile> = if policy.candidates.iter().any(|w| w.gamma().is_some()) {
+            let user = self.store.require_user(name)?;
+            match self.fit_unsaved(Owner::User(name.to_string()), &[user], &align_params) {
+                Ok((_, p)) => Some(p),
+                Err(PersonalizeError::TooFewContrasts { .. }) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let family = material.family;
+        let kind = super::pipeline::dominant_kind(history);
+        let labels = prompts::labels_for_kind(&kind);
+        let lead = prompts::answer_lead(family);
+        let mut out = Vec::new();
+        for &way in &policy.candidates {
+            let plan = match (way.gamma(), &profile) {
+                (None, _) => None,
+                (Some(gamma), Some(p)) => Some(std::sync::Arc::new(super::profile_plan(
+                    p,
+                    &super::Strengths {
+                        gamma: Some(gamma),
+                        ..Default::default()
+                    },
+                )?)),
+                // no direction could be fitted: the way cannot be scored
+                (Some(_), None) => continue,
+            };
+            self.set_plan(plan)?;
+            let mut per_item = Vec::with_capacity(tests.len());
+            let mut metric = Vec::with_capacity(tests.len());
+            for item in tests {
+                self.check_interrupt()?;
+                let request = prompts::item_query(family, item, labels);
+                let real = prompts::pair_answer(family, labels, &item.output);
+                let shown = UserContext {
+                    family,
+                    selected: &material.selected,
+                    history: fit_items,
+                    k: params.k,
+                    insight: &material.personal_insight,
+                };
+                let (prefix, suffix) = way_prompt(self.model, way, &shown, &request)?;
+                self.ensure_prefix(&prefix)?;
+                let query = format!("{suffix}{lead}");
+                let answer = if lead.is_empty() {
+                    real.clone()
+                } else {
+                    format!(" {real}")
+                };
+                per_item.push(self.mean_log_likelihood(&query, &answer)?);
+                if family != TaskFamily::FreeText {
+                    let reply = self.generate_text(&query, params.answer_tokens)?;
+                    let said = prompts::pair_answer(family, labels, &reply);
+                    metric.extend(item_metric(family, &said, &real));
+                }
+            }
+            let n = per_item.len().max(1) as f64;
+            out.push(CandidateScore {
+                way,
+                metric: (!metric.is_empty()).then(|| metric.iter().sum::<f64>() / n),
+                log_likelihood: per_item.iter().sum::<f64>() / n,
+                per_item,
+            });
+        }
+        self.set_plan(None)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(way: Way, metric: Option<f64>, per_item: &[f64]) -> CandidateScore {
+        CandidateScore {
+            way,
+            metric,
+            log_likelihood: per_item.iter().sum::<f64>() / per_item.len() as f64,
+            per_item: per_item.to_vec(),
+        }
+    }
+
+    #[test]
+    fn every_candidate_the_same_means_no_personalisation() {
+        let default = Way::Align { gamma: 1.0 };
+        let same = [
+            score(Way::None, Some(0.5), &[-1.0, -2.0, -3.0]),
+            score(Way::Insight, Some(0.5), &[-1.0, -2.0, -3.0]),
+            score(Way::Align { gamma: 1.0 }, Some(0.5), &[-1.0, -2.0, -3.0]),
+        ];
+        assert_eq!(choose(&same, default), (Way::None, None));
+    }
+
+    #[test]
+    fn a_clear_winner_is_kept_and_noise_falls_back() {
+        let default = Way::Insight;
+        // the metric decides first
+        let by_metric = [
+            score(Way::None, Some(1.0 / 3.0), &[-1.0, -1.0, -1.0]),
+            score(
+                Way::Align { gamma: 2.0 },
+                Some(2.0 / 3.0),
+                &[-1.1, -1.0, -1.0],
+            ),
+        ];
+        assert_eq!(choose(&by_metric, default).0, Way::Align { gamma: 2.0 });
+        // the same metric: the likelihood, when it is ahead on every item
+        let by_ll = [
+            score(Way::None, None, &[-2.0, -3.0, -2.5]),
+            score(Way::Retrieval, None, &[-1.0, -2.0, -1.4]),
+        ];
+        assert_eq!(choose(&by_ll, default), (Way::Retrieval, None));
+        // ahead on average by one item's luck: inside the noise, the default
+        let lucky = [
+            score(Way::None, None, &[-2.0, -2.0, -2.0]),
+            score(Way::Retrieval, None, &[-0.5, -2.1, -2.1]),
+        ];
+        let (way, why) = choose(&lucky, default);
+        assert_eq!(way, default);
+        assert!(why.unwrap().contains("noise"));
+        // `none` best: none
+        let none_best = [
+            score(Way::None, None, &[-1.0, -1.0]),
+            score(Way::Insight, None, &[-2.0, -2.0]),
+        ];
+        assert_eq!(choose(&none_best, default), (Way::None, None));
+        // too few items
+        let one = [
+            score(Way::None, None, &[-1.0]),
+            score(Way::Insight, None, &[0.0]),
+        ];
+        assert_eq!(choose(&one, default).0, default);
+        assert_eq!(choose(&[], default).0, default);
+    }
+
+    #[test]
+    fn metrics_per_family() {
+        assert_eq!(
+            item_metric(TaskFamily::Classification, "Comedy", "comedy"),
+            Some(1.0)
+        );
+        assert_eq!(
+            item_metric(TaskFamily::Classification, "drama", "comedy"),
+            Some(0.0)
+        );
+        assert_eq!(item_metric(TaskFamily::Rating, "4", "5"), Some(-1.0));
+        assert_eq!(item_metric(TaskFamily::Rating, "", "5"), Some(-4.0));
+        assert_eq!(item_metric(TaskFamily::FreeText, "a", "b"), None);
+    }
+
+    #[test]
+    fn ways_parse_and_name() {
+        for s in [
+            "none",
+            "insight",
+            "retrieval",
+            "align@0.5",
+            "insight+align@2",
+        ] {
+            let w: Way = s.parse().unwrap();
+            assert_eq!(w.name(), s);
+        }
+        assert_eq!("align".parse::<Way>().unwrap(), Way::Align { gamma: 1.0 });
+        assert!("sideways".parse::<Way>().is_err());
+        assert!("align@x".parse::<Way>().is_err());
+        let json = serde_json::to_value(Way::InsightAlign { gamma: 2.0 }).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"way": "insight-align", "gamma": 2.0})
+        );
+    }
+
+    #[test]
+    fn retrieval_keeps_the_nearest_items_in_history_order() {
+        let docs = [
+            ("what to cook", "lentil soup"),
+            ("a film tonight", "Solaris"),
+            ("what to read", "Solaris by Lem"),
+            ("weekend plans", "repot tomatoes"),
+            ("a podcast", "gardeners' question time"),
+            ("a holiday", "the Dolomites"),
+        ];
+        assert_eq!(nearest(&docs, "a film like Solaris", 2), vec![1, 2]);
+        assert_eq!(nearest(&docs, "weekend", 1), vec![3]);
+    }
+}

@@ -1,0 +1,425 @@
+//! The `align` route on the real llama.cpp and SmolLM2: the additive edit is a control vector, its
+//! export holds what the engine applies, and `fit --route align` stores a profile that `generate` applies.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+
+use chameleon::llm::{Context, ContextParams, Model, read_matrices};
+use chameleon::steer::cvec::export_control_vector;
+use chameleon::steer::{EditPlan, LayerEdit, NULL_STRENGTH};
+use chameleon::store::{ModelIdentity, Owner, Store};
+
+const LAYER: usize = 10;
+
+fn ctx(model: &Model) -> Context<'_> {
+    model
+        .new_context(&ContextParams {
+            n_ctx: 512,
+            n_threads: Some(2),
+            hook: true,
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+fn diff(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x - y).collect()
+}
+
+/// The additive edit at layer 10, done by the hook on the MLP output, moves the residual stream after
+/// the layer (`l_out-10`) by exactly `gamma * scale * c` at every position; llama.cpp's own control
+/// vector with the plan's [`EditPlan::control_vector`] gives the same residual stream (up to the order
+/// of two f32 additions) and, after 19 more layers of a Q4 model whose matrix products round their inputs
+/// to 8 bits, logits far closer to the hook's than the edit's own move (the rounding floor measured in
+/// docs/: an edit of 1e-5 still moves these logits 1-2%).
+#[test]
+fn the_additive_edit_moves_the_residual_by_its_vector_and_equals_a_control_vector() {
+    let model = Model::load(&common::smollm(), &Default::default()).unwrap();
+    let (n_layer, d) = (model.n_layer(), model.n_embd());
+    let c = common::unit(d, 17);
+    let (scale, gamma) = (4.0, 2.0);
+    let plan = Arc::new(
+        EditPlan::new(
+            n_layer,
+            d,
+            vec![LayerEdit::additive(LAYER, c.clone(), scale, gamma)],
+        )
+        .unwrap(),
+    );
+    let toks = model
+        .tokenize("The quick brown fox jumps over the lazy dog.", true, false)
+        .unwrap();
+    let names = [format!("l_out-{LAYER}"), "result_output".to_string()];
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+
+    let mut hook = ctx(&model);
+    let plain = hook.probe(&toks, &names).unwrap();
+    hook.set_plan(plan.clone()).unwrap();
+    let edited = hook.probe(&toks, &names).unwrap();
+    assert_eq!(plain[0].len(), toks.len() * d, "probe `{}` found", names[0]);
+
+    // the residual stream after the layer moves by gamma * scale * c, at every position
+    let v: Vec<f32> = c.iter().map(|x| gamma * scale * x).collect();
+    for (pos, (e, p)) in edited[0].chunks(d).zip(plain[0].chunks(d)).enumerate() {
+        let moved = diff(e, p);
+        let err = norm(&diff(&moved, &v));
+        assert!(
+            err < 1e-3 * norm(&v),
+            "position {pos}: moved by {} off the vector (|v| = {})",
+            err,
+            norm(&v)
+        );
+    }
+
+    let mut cvec = ctx(&model);
+    cvec.set_control_vector(Some(&plan.control_vector().unwrap()))
+        .unwrap();
+    let steered = cvec.probe(&toks, &names).unwrap();
+    let resid_gap = norm(&diff(&steered[0], &edited[0]));
+    assert!(
+        resid_gap < 1e-4 * norm(&edited[0]),
+        "control vector vs hook at the layer: {resid_gap}"
+    );
+    // the logits: a Q4 model rounds every matrix product's input to 8 bits, so two ways of adding the
+    // same vector that differ in the last f32 bits still land on other rounding steps downstream.
+    // The yardstick is that rounding floor, measured here as the move of the same edit at 1e-5,
+    // which steers nothing (README, "Measured": 1-2% of the logits' norm on SmolLM2)
+    hook.set_plan(Arc::new(plan.at_strength(NULL_STRENGTH)))
+        .unwrap();
+    let floor = norm(&diff(&hook.probe(&toks, &names).unwrap()[1], &plain[1]));
+    let own_move = norm(&diff(&edited[1], &plain[1]));
+    let gap = norm(&diff(&steered[1], &edited[1]));
+    eprintln!("logits: edit moves {own_move}, control vector vs hook {gap}, rounding floor {floor}");
+    assert!(
+        own_move > 3.0 * floor,
+        "the edit must move the logits beyond rounding: {own_move} vs {floor}"
+    );
+    assert!(
+        gap < 2.0 * floor,
+        "control vector vs hook {gap}: more than rounding ({floor}) apart"
+    );
+    // removing the control vector gives the plain logits back
+    cvec.set_control_vector(None).unwrap();
+    let back = cvec.probe(&toks, &names).unwrap();
+    assert_eq!(back[1], plain[1]);
+}
+
+/// The exported file holds `direction.N` (1-D, f32) with exactly the vector the engine adds.
+#[test]
+fn the_control_vector_export_holds_the_added_vectors() {
+    let d = 576;
+    let c = common::unit(d, 5);
+    let plan = EditPlan::new(
+        30,
+        d,
+        vec![
+            LayerEdit::additive(7, c.clone(), 2.5, 1.5),
+            LayerEdit::additive(12, common::unit(d, 6), 1.0, -1.0),
+        ],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("profile.gguf");
+    assert_eq!(export_control_vector(&plan, "llama", &out).unwrap(), 2);
+    let m = read_matrices(&out, &["direction.7".into(), "direction.12".into()]).unwrap();
+    assert_eq!((m[0].rows, m[0].cols), (1, d));
+    let want: Vec<f32> = c.iter().map(|x| 2.5 * 1.5 * x).collect();
+    assert_eq!(m[0].data, want);
+    assert_eq!(m[1].data, plan.edits()[1].add.vector());
+    assert!(read_matrices(&out, &["direction.8".into()]).is_err());
+}
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/personalize/tagger.jsonl"
+);
+
+fn run(db: &Path, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chameleon"));
+    cmd.arg("--db").arg(db).args(args);
+    if !matches!(args.first(), Some(&"user") | Some(&"history")) {
+        cmd.args([
+            "--model",
+            common::smollm().to_str().unwrap(),
+            "--threads",
+            "2",
+        ]);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `fit --route align` on a user whose real tags the model does not always give: a profile whose
+/// selected layer has a unit direction, the per-layer agreement and scale recorded, the answers changed
+/// by `generate`, and a control vector export; a paper-only flag (`--lora`) refuses it with a hint.
+#[test]
+fn fit_route_align_stores_a_profile_that_generate_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    ok(run(&db, &["user", "add", "tagger"]));
+    ok(run(
+        &db,
+        &["history", "import", "--user", "tagger", FIXTURE],
+    ));
+    let report: serde_json::Value = serde_json::from_str(&ok(run(
+        &db,
+        &[
+            "fit",
+            "--user",
+            "tagger",
+            "--route",
+            "align",
+            "--json",
+            "--k",
+            "5",
+            "--insight-tokens",
+            "16",
+            "--answer-tokens",
+            "8",
+            "--layers",
+            "mid:1",
+        ],
+    )))
+    .unwrap();
+    let used = report["pairs"].as_u64().unwrap();
+    assert!(used >= 2, "{report}");
+    assert_eq!(report["selected_layers"].as_array().unwrap().len(), 1);
+
+    let store = Store::open(&db).unwrap();
+    let m = Model::load(&common::smollm(), &Default::default()).unwrap();
+    let identity = ModelIdentity {
+        fingerprint: m.fingerprint().unwrap().to_string(),
+        n_layer: 30,
+        hidden: 576,
+    };
+    let p = store
+        .load_profile(&Owner::User("tagger".into()), &identity)
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.params["fit"]["route"], "align");
+    assert_eq!(p.params["align"]["items"].as_u64().unwrap(), used);
+    let agree = p.params["align"]["agree"].as_array().unwrap();
+    let scale = p.params["align"]["scale"].as_array().unwrap();
+    assert_eq!((agree.len(), scale.len()), (30, 30));
+    let layer = p.selected_layers[0];
+    assert!((7..23).contains(&layer), "mid band: {layer}");
+    assert!(scale[layer].as_f64().unwrap() > 0.0);
+    let c = &p.layers[layer].p;
+    assert!((norm(c) - 1.0).abs() < 1e-4);
+    // the chosen layer agrees at least as well as every other layer of the band
+    let best = (7..23)
+        .map(|l| agree[l].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(agree[layer].as_f64().unwrap(), best);
+
+    let ask = |extra: &[&str]| {
+        let mut a = vec![
+            "generate",
+            "--prompt",
+            "Which tag fits Alien (1979)?",
+            "--max-tokens",
+            "16",
+            "--user",
+            "tagger",
+        ];
+        a.extend_from_slice(extra);
+        ok(run(&db, &a))
+    };
+    let plain = ask(&["--no-edit"]);
+    assert_eq!(plain, ask(&["--no-edit"]), "greedy answers repeat");
+    assert_ne!(
+        plain,
+        ask(&["--gamma", "8"]),
+        "a strong edit changes the answer"
+    );
+    // in llama.cpp's graph (a control vector) it runs too; equality with the hook is the logits test's
+    // (a Q4 model's answers may flip on the f32 rounding of the two ways)
+    assert!(!ask(&["--apply", "lora"]).trim().is_empty());
+
+    let out = dir.path().join("cv.gguf");
+    ok(run(
+        &db,
+        &[
+            "profile",
+            "export",
+            "--user",
+            "tagger",
+            "--control-vector",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.metadata().unwrap().len() > 576 * 4);
+    let lora = run(
+        &db,
+        &[
+            "profile",
+            "export",
+            "--user",
+            "tagger",
+            "--lora",
+            dir.path().join("l.gguf").to_str().unwrap(),
+        ],
+    );
+    assert!(!lora.status.success());
+    assert!(String::from_utf8_lossy(&lora.stderr).contains("--control-vector"));
+}
+
+/// `choose_policy` holds out the newest items: nothing the scored candidates were fitted on (the
+/// model's answers read as contrasts, the insight) comes from them, and every candidate is scored on
+/// exactly those items. `fit --route auto` then stores the policy with the profile, and `generate`
+/// follows it.
+#[test]
+fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
+    use chameleon::llm::ContextParams;
+    use chameleon::personalize::{
+        FitParams, LayerChoice, Personalizer, Route, default_policy_params,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    ok(run(&db, &["user", "add", "tagger"]));
+    ok(run(
+        &db,
+        &["history", "import", "--user", "tagger", FIXTURE],
+    ));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(FIXTURE)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    let store = Store::open(&db).unwrap();
+    let model = Model::load(&common::smollm(), &Default::default()).unwrap();
+    let mut p = Personalizer::new(
+        &model,
+        &store,
+        ContextParams {
+            n_ctx: 2048,
+            n_threads: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .with_progress(false);
+    let params = FitParams {
+        k: 4,
+        route: Route::Align,
+        layers: LayerChoice::Mid(1),
+        insight_tokens: 16,
+        answer_tokens: 8,
+        ..Default::default()
+    };
+    let policy = p
+        .choose_policy("tagger", &params, &default_policy_params(1.0))
+        .unwrap();
+    assert_eq!(policy.held_out, 3);
+    assert!(!policy.scores.is_empty());
+    for s in &policy.scores {
+        assert_eq!(s.per_item.len(), 3, "{s:?}");
+        assert!(s.log_likelihood.is_finite() && s.log_likelihood < 0.0);
+        assert!(s.metric.is_none(), "a free-text history has no task metric");
+    }
+    drop(p);
+    // what the held-out fit stored: answers to queries from the first five items only
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut stmt = conn.prepare("SELECT query FROM pairs").unwrap();
+    let queries: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!queries.is_empty());
+    for held in &lines[5..] {
+        let input = held["input"].as_str().unwrap();
+        assert!(
+            queries.iter().all(|q| !q.contains(input)),
+            "a held-out item was read by the fit: {input}"
+        );
+    }
+
+    let report: serde_json::Value = serde_json::from_str(&ok(run(
+        &db,
+        &[
+            "fit",
+            "--user",
+            "tagger",
+            "--route",
+            "auto",
+            "--json",
+            "--k",
+            "4",
+            "--insight-tokens",
+            "16",
+            "--answer-tokens",
+            "8",
+            "--layers",
+            "mid:1",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(report["seconds"][0][0], "policy");
+    let m = Model::load(&common::smollm(), &Default::default()).unwrap();
+    let identity = ModelIdentity {
+        fingerprint: m.fingerprint().unwrap().to_string(),
+        n_layer: 30,
+        hidden: 576,
+    };
+    let profile = store
+        .load_profile(&Owner::User("tagger".into()), &identity)
+        .unwrap()
+        .unwrap();
+    let stored = chameleon::personalize::profile_policy(&profile).expect("a policy");
+    assert_eq!(stored.scores.len(), policy.scores.len());
+    assert!(!profile.params["insight"].as_str().unwrap().is_empty());
+    // generate answers with the policy, and with any way asked for
+    for way in ["none", "insight", "retrieval", "align@2"] {
+        let out = ok(run(
+            &db,
+            &[
+                "generate",
+                "--user",
+                "tagger",
+                "--prompt",
+                "Which tag fits Alien?",
+                "--max-tokens",
+                "8",
+                "--way",
+                way,
+            ],
+        ));
+        assert!(!out.trim().is_empty(), "{way}");
+    }
+    let shown = run(
+        &db,
+        &[
+            "generate",
+            "--user",
+            "tagger",
+            "--prompt",
+            "Which tag fits Alien?",
+            "--max-tokens",
+            "8",
+        ],
+    );
+    assert!(shown.status.success());
+    assert!(
+        String::from_utf8_lossy(&shown.stderr).contains(&format!("way `{}`", stored.way.name())),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+}
