@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use chameleon::adapters::lora::export_lora;
 use chameleon::llm::{Context, ContextParams, LoraId, Model, ModelParams};
-use chameleon::steer::lora::export_lora;
 use chameleon::steer::{EditPlan, LayerEdit};
 
 const DECODE_TOKENS: usize = 128;

@@ -17,11 +17,14 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod adapters;
+pub mod answer;
 pub mod cli;
 pub mod digest;
 pub mod eval;
 pub mod llm;
 pub mod paths;
 pub mod personalize;
+pub mod retrieval;
 pub mod steer;
 pub mod store;

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 
+use chameleon::adapters::cvec::export_control_vector;
 use chameleon::llm::{Context, ContextParams, Model, read_matrices};
-use chameleon::steer::cvec::export_control_vector;
 use chameleon::steer::{EditPlan, LayerEdit, NULL_STRENGTH};
 use chameleon::store::{ModelIdentity, Owner, Store};
 
@@ -96,7 +96,9 @@ fn the_additive_edit_moves_the_residual_by_its_vector_and_equals_a_control_vecto
     let floor = norm(&diff(&hook.probe(&toks, &names).unwrap()[1], &plain[1]));
     let own_move = norm(&diff(&edited[1], &plain[1]));
     let gap = norm(&diff(&steered[1], &edited[1]));
-    eprintln!("logits: edit moves {own_move}, control vector vs hook {gap}, rounding floor {floor}");
+    eprintln!(
+        "logits: edit moves {own_move}, control vector vs hook {gap}, rounding floor {floor}"
+    );
     assert!(
         own_move > 3.0 * floor,
         "the edit must move the logits beyond rounding: {own_move} vs {floor}"

@@ -4,8 +4,8 @@ mod common;
 
 use std::sync::Arc;
 
+use chameleon::adapters::lora::{ExportError, export_lora};
 use chameleon::llm::{CaptureRequest, ContextParams, Model, ModelParams, mlp_node};
-use chameleon::steer::lora::{ExportError, export_lora};
 use chameleon::steer::{EditPlan, LayerEdit};
 
 fn softmax(l: &[f32]) -> Vec<f64> {

@@ -7,12 +7,12 @@ use clap::Args;
 use std::sync::Arc;
 
 use super::{Global, ModelArgs};
+use crate::adapters::lora::export_lora;
 use crate::llm::{Context, GenerateOptions, LoraId, Model};
 use crate::personalize::policy::{UserContext, way_content};
 use crate::personalize::prompts::TaskFamily;
 use crate::personalize::{Strengths, Way, profile_plan, profile_way};
 use crate::steer::EditPlan;
-use crate::steer::lora::export_lora;
 use crate::store::{HistoryItem, ModelIdentity, Owner, Profile, Store};
 
 /// How a profile's edit runs (`--apply`).

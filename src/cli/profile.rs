@@ -8,9 +8,9 @@ use clap::{Args, Subcommand};
 
 use super::generate::ProfileArgs;
 use super::{Global, ModelArgs};
+use crate::adapters::cvec::export_control_vector;
+use crate::adapters::lora::export_lora;
 use crate::llm::CaptureRequest;
-use crate::steer::cvec::export_control_vector;
-use crate::steer::lora::export_lora;
 use crate::steer::{NULL_STRENGTH, Reach, median, reach};
 
 #[derive(Debug, Args)]

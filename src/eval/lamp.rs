@@ -131,25 +131,7 @@ impl FromStr for Task {
     }
 }
 
-const LAMP1_LABELS: &[&str] = &["[1]", "[2]"];
-const LAMP2_LABELS: &[&str] = &[
-    "sci-fi",
-    "based on a book",
-    "comedy",
-    "action",
-    "twist ending",
-    "dystopia",
-    "dark comedy",
-    "classic",
-    "psychology",
-    "fantasy",
-    "romance",
-    "thought-provoking",
-    "social commentary",
-    "violence",
-    "true story",
-];
-const LAMP3_LABELS: &[&str] = &["1", "2", "3", "4", "5"];
+use crate::answer::{LAMP1_LABELS, LAMP2_LABELS, LAMP3_LABELS};
 
 /// The label list of a classification or rating task, in LaMP's order (`get_all_labels` in LaMP's
 /// `data/datasets.py`); `None` for the generation tasks LaMP-4 to LaMP-7.

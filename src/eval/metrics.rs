@@ -402,6 +402,7 @@ fn rouge_l_tokens(reference: &[String], prediction: &[String]) -> RougeScore {
     prf(prev[prediction.len()], reference.len(), prediction.len())
 }
 
+use crate::answer::lone_digit;
 /// Pulls the answer out of a model's free text, before scoring. Our step, not LaMP's (LaMP scores the raw
 /// string); applied identically to every method compared.
 ///
@@ -418,6 +419,8 @@ fn rouge_l_tokens(reference: &[String], prediction: &[String]) -> RougeScore {
 ///
 /// The answer comes back in the label list's spelling. When nothing is found the trimmed text comes back,
 /// which LaMP then scores as out of the list (wrong) or, for ratings, as unparsable.
+pub use crate::answer::{first_label, first_rating};
+
 pub fn extract_answer(task: Task, raw_model_output: &str) -> String {
     let text = raw_model_output.trim();
     let found = match (task, label_set(task)) {
@@ -429,82 +432,6 @@ pub fn extract_answer(task: Task, raw_model_output: &str) -> String {
         (_, None) => None,
     };
     found.unwrap_or(text).to_owned()
-}
-
-/// The 1-5 rating in `text`, as [`extract_answer`] finds it for LaMP-3.
-pub fn first_rating(text: &str) -> Option<&'static str> {
-    let text = text.trim();
-    let after_marker = list_marker_len(text).map(|n| &text[n..]);
-    after_marker
-        .and_then(|rest| lone_digit(rest, b'1'..=b'5'))
-        .or_else(|| lone_digit(text, b'1'..=b'5'))
-}
-
-/// Length of a list number opening `text`: ASCII digits, then `.` or `)`, then whitespace.
-fn list_marker_len(text: &str) -> Option<usize> {
-    let b = text.as_bytes();
-    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
-    let ok = digits > 0
-        && matches!(b.get(digits), Some(b'.' | b')'))
-        && b.get(digits + 1).is_some_and(|c| c.is_ascii_whitespace());
-    ok.then_some(digits + 1)
-}
-
-/// The first ASCII digit in `range` with no ASCII digit on either side.
-fn lone_digit(text: &str, range: std::ops::RangeInclusive<u8>) -> Option<&'static str> {
-    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-    let b = text.as_bytes();
-    (0..b.len())
-        .find(|&i| {
-            range.contains(&b[i])
-                && (i == 0 || !b[i - 1].is_ascii_digit())
-                && b.get(i + 1).is_none_or(|c| !c.is_ascii_digit())
-        })
-        .map(|i| DIGITS[usize::from(b[i] - b'0')])
-}
-
-/// The label of `labels` occurring first in `text`, as [`extract_answer`] finds it for LaMP-1/2.
-pub fn first_label<'l>(text: &str, labels: &[&'l str]) -> Option<&'l str> {
-    let mut by_length: Vec<&'l str> = labels.to_vec();
-    by_length.sort_by_key(|l| std::cmp::Reverse(l.len()));
-    // a label is ASCII, so a match starts on an ASCII byte, which is always a char boundary
-    (0..text.len())
-        .filter(|&i| text.is_char_boundary(i))
-        .find_map(|start| {
-            by_length.iter().copied().find(|label| {
-                match_label_at(text, start, label).is_some_and(|end| {
-                    let word = |c: char| c.is_alphanumeric();
-                    let first_is_word = label.chars().next().is_some_and(word);
-                    let last_is_word = label.chars().next_back().is_some_and(word);
-                    (!first_is_word || !text[..start].chars().next_back().is_some_and(word))
-                        && (!last_is_word || !text[end..].chars().next().is_some_and(word))
-                })
-            })
-        })
-}
-
-/// The end of `label` matched at byte `start` of `text`, if it matches there (ASCII case ignored; a space
-/// or hyphen in the label matches a run of spaces, hyphens and underscores).
-fn match_label_at(text: &str, start: usize, label: &str) -> Option<usize> {
-    let t = text.as_bytes();
-    let is_sep = |c: u8| matches!(c, b' ' | b'-' | b'_');
-    let mut i = start;
-    for &l in label.as_bytes() {
-        if is_sep(l) {
-            let run_start = i;
-            while i < t.len() && is_sep(t[i]) {
-                i += 1;
-            }
-            if i == run_start {
-                return None;
-            }
-        } else if i < t.len() && t[i].eq_ignore_ascii_case(&l) {
-            i += 1;
-        } else {
-            return None;
-        }
-    }
-    Some(i)
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@ pub mod baseline;
 pub mod lamp;
 pub mod metrics;
 pub mod prompts;
+pub mod report;
 pub mod run;
 
-pub use run::{EvalError, EvalOptions, EvalReport, Evaluator, GroupSize, Method};
+pub use report::{EvalReport, MethodRow, Prediction};
+pub use run::{EvalError, EvalOptions, Evaluator, GroupSize, Method};

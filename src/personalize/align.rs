@@ -19,9 +19,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::apply::{Strengths, profile_plan};
+use super::params::{FitParams, LayerChoice, PairAnswers, mid_band};
 use super::pipeline::{
-    FIT_VERSION, FitParams, FitReport, LayerChoice, PairAnswers, PersonalizeError, Personalizer,
-    Prepared, QuerySource, Strengths, mid_band, pair_hashes, profile_plan, query_plan,
+    FIT_VERSION, FitReport, PersonalizeError, Personalizer, Prepared, QuerySource, pair_hashes,
+    query_plan,
 };
 use super::prompts::{self, PROMPT_VERSION, TaskFamily};
 use crate::steer::{dot, median};

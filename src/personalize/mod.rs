@@ -1,16 +1,20 @@
 //! The CHAMELEON pipeline: select -> insight -> pairs -> capture -> fit -> profile ([`pipeline`]), and
-//! beside it the route from the user's real answers ([`align`]).
+//! beside it the route from the user's real answers ([`align`]) and each user's way of answering,
+//! chosen on their own held-out history ([`policy`]). [`params`] holds every choice of a fit,
+//! [`apply`] how a stored profile is applied.
 pub mod align;
+pub mod apply;
 pub mod fit;
+pub mod params;
 pub mod pipeline;
 pub mod policy;
 pub mod prompts;
 pub mod select;
 
+pub use apply::{Strengths, profile_plan, profile_policy, profile_route, profile_way};
 pub use fit::PersonalDirection;
+pub use params::{DEFAULT_GAMMA, FitParams, LayerChoice, Mode, PairAnswers, Pooling, Route};
 pub use pipeline::{
-    DEFAULT_GAMMA, FIT_VERSION, FitParams, FitReport, LayerChoice, Material, Mode, PairAnswers,
-    PersonalizeError, Personalizer, Pooling, Route, Strengths, TokenCounts, profile_plan,
-    profile_policy, profile_route, profile_way, user_prompt,
+    FIT_VERSION, FitReport, Material, PersonalizeError, Personalizer, TokenCounts, user_prompt,
 };
 pub use policy::{Policy, PolicyParams, Way, default_policy_params};

@@ -14,13 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Instant;
 
-use super::pipeline::{
-    FIT_VERSION, FitParams, FitReport, PersonalizeError, Personalizer, Route, user_prompt,
-};
+use super::params::{FitParams, Route};
+use super::pipeline::{FIT_VERSION, FitReport, PersonalizeError, Personalizer, user_prompt};
 use super::prompts::PROMPT_VERSION;
 use super::prompts::{self, TaskFamily};
-use crate::eval::prompts::{Bm25, bm25_tokens};
 use crate::llm::{LlmError, Model};
+use crate::retrieval::{Bm25, bm25_tokens};
 use crate::store::{HistoryItem, Owner, Profile, User, unix_now};
 
 /// A way of answering for one user.

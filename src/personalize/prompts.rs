@@ -317,17 +317,7 @@ pub fn query_text(family: TaskFamily, input: &str, labels: Option<&[&str]>) -> S
 }
 
 /// The label list of a task kind, when the kind is a classification task with a fixed list (LaMP-1/2).
-pub fn labels_for_kind(kind: &str) -> Option<&'static [&'static str]> {
-    use crate::eval::lamp::{Task, label_set};
-    let k = kind.to_ascii_lowercase().replace(['-', '_'], "");
-    if k.contains("lamp2") {
-        label_set(Task::LaMP2)
-    } else if k.contains("lamp1") {
-        label_set(Task::LaMP1)
-    } else {
-        None
-    }
-}
+pub use crate::answer::labels_for_kind;
 
 /// The query text for one history item used as an offline query (stage 3), as the model is shown it.
 /// An item with no input (a tweet, a note: only the user's own words are known) becomes a request to
@@ -363,10 +353,10 @@ pub fn answer_lead(family: TaskFamily) -> &'static str {
 /// see pairs whose answers differ in what they say.
 ///
 /// - the reply's opening answer labels are dropped, and it is cut where a block label comes again;
-/// - classification: the label of the task's list found first ([`crate::eval::metrics::first_label`]),
+/// - classification: the label of the task's list found first ([`crate::answer::first_label`]),
 ///   else the reply's first line: a tag in the model's own words ("science fiction") still says which
 ///   tag the model chose;
-/// - rating: the 1-5 rating found first ([`crate::eval::metrics::first_rating`]), else nothing;
+/// - rating: the 1-5 rating found first ([`crate::answer::first_rating`]), else nothing;
 /// - free text: [`free_text_answer`] of the text that is left.
 pub fn pair_answer(family: TaskFamily, labels: Option<&[&str]>, reply: &str) -> String {
     let mut text = reply.trim();
@@ -381,9 +371,9 @@ pub fn pair_answer(family: TaskFamily, labels: Option<&[&str]>, reply: &str) -> 
     let first_line = || text.lines().next().unwrap_or("").trim().to_string();
     match family {
         TaskFamily::Classification => labels
-            .and_then(|labels| crate::eval::metrics::first_label(text, labels))
+            .and_then(|labels| crate::answer::first_label(text, labels))
             .map_or_else(first_line, str::to_string),
-        TaskFamily::Rating => crate::eval::metrics::first_rating(text)
+        TaskFamily::Rating => crate::answer::first_rating(text)
             .unwrap_or_default()
             .to_string(),
         TaskFamily::FreeText => free_text_answer(text),
@@ -530,7 +520,7 @@ pub fn reasoned_answer(answer: &str, reason: &str, labels: Option<&[&str]>) -> S
     let copies_list = labels.is_some_and(|labels| {
         let named = labels
             .iter()
-            .filter(|&l| crate::eval::metrics::first_label(&reason, &[l]).is_some())
+            .filter(|&l| crate::answer::first_label(&reason, &[l]).is_some())
             .count();
         named >= 3
     });

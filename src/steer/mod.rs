@@ -4,16 +4,13 @@
 //! `x <- x + alpha <x,p> p`, then `x <- x - beta <x,n> n` (method.md, stage 6), with `p` the personal and
 //! `n` the generic direction, both unit length. The edit is linear:
 //! `x <- (I - beta n n^T)(I + alpha p p^T) x`, so for architectures whose MLP output is `W_down h` it is
-//! also a rank-2 update of `W_down` ([`EditPlan::rank2_factors`]), exportable as a LoRA adapter.
+//! also a rank-2 update of `W_down` ([`EditPlan::rank2_factors`]), exportable as a LoRA adapter ([`crate::adapters`]).
 //!
 //! A layer may also carry an additive edit, `x <- x + gamma * scale * c` (method.md, "Directions from
 //! real answers"): `c` a unit direction, `scale` the layer's typical MLP-output norm, so `gamma` means
 //! the same at every layer and in every model. Adding a constant to the MLP output is adding it to the
 //! residual stream after the layer, which is what llama.cpp's control vectors do
 //! ([`EditPlan::control_vector`]).
-
-pub mod cvec;
-pub mod lora;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use super::{EditPlan, dot};
 use crate::llm::{LlmError, Matrix, MlpNode, read_matrices, write_lora};
+use crate::steer::{EditPlan, axpy, dot};
 
 /// Errors of the export.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ pub fn lora_factors(plan: &EditPlan, layer: usize, w: &Matrix) -> Option<(Matrix
         let row = &mut a[k * n_ff..(k + 1) * n_ff];
         for (i, &vi) in vk.iter().enumerate() {
             if vi != 0.0 {
-                super::axpy(vi, &w.data[i * n_ff..(i + 1) * n_ff], row);
+                axpy(vi, &w.data[i * n_ff..(i + 1) * n_ff], row);
             }
         }
     }

@@ -2,13 +2,13 @@
 //!
 //! llama.cpp adds a control vector's `direction.N` to the output of layer N after the MLP's residual
 //! add; adding a constant there is adding it to the MLP output, which is what the additive edit
-//! `x += gamma * scale * c` does ([`super::Additive`]). So the file holds, per layer with an additive
+//! `x += gamma * scale * c` does ([`crate::steer::Additive`]). So the file holds, per layer with an additive
 //! edit, `gamma * scale * c` at the profile's strength. Layer 0 cannot be steered by a control vector.
 
 use std::path::Path;
 
-use super::EditPlan;
 use crate::llm::{LlmError, write_control_vector};
+use crate::steer::EditPlan;
 
 /// Errors of the export.
 #[derive(Debug, thiserror::Error)]

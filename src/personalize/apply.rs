@@ -1,0 +1,181 @@
+//! How a stored profile is applied: the edit plan of its route and strengths, and for `align`/`auto`
+//! profiles the way of answering their policy chose.
+
+use super::PersonalizeError;
+use super::params::{DEFAULT_GAMMA, Route};
+use super::policy::{Policy, Way};
+use crate::steer::{EditPlan, LayerEdit};
+use crate::store::Profile;
+
+/// Strengths to apply a profile with, overriding those it was fitted with (`None`: the recorded one).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Strengths {
+    /// The paper's personal strength.
+    pub alpha: Option<f32>,
+    /// The paper's generic strength.
+    pub beta: Option<f32>,
+    /// The `align` route's additive strength.
+    pub gamma: Option<f32>,
+    /// The way to answer, instead of the one an `auto` profile's policy chose.
+    pub way: Option<Way>,
+}
+
+/// The policy an `auto` profile records, if any.
+pub fn profile_policy(profile: &Profile) -> Option<Policy> {
+    serde_json::from_value(profile.params.get("policy")?.clone()).ok()
+}
+
+/// The way `profile` answers: `way` when given, else its policy's (`auto`), the direction at its
+/// strength (`align`), or `None` for the paper's projection edit, which is no way of the policy.
+pub fn profile_way(profile: &Profile, way: Option<Way>) -> Option<Way> {
+    match profile_route(profile) {
+        Route::Paper => None,
+        Route::Auto => way.or_else(|| profile_policy(profile).map(|p| p.way)),
+        Route::Align => way.or_else(|| {
+            let gamma = profile
+                .params
+                .pointer("/fit/gamma")
+                .and_then(serde_json::Value::as_f64)
+                .map_or(DEFAULT_GAMMA, |g| g as f32);
+            Some(Way::Align { gamma })
+        }),
+    }
+}
+
+/// Which route fitted `profile` (its recorded parameters; the paper's when none is recorded).
+pub fn profile_route(profile: &Profile) -> Route {
+    profile
+        .params
+        .get("fit")
+        .and_then(|f| f.get("route"))
+        .and_then(|r| serde_json::from_value(r.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The edit plan of a stored profile: its selected layers, with the strengths it was fitted with
+/// unless `strengths` overrides them. A paper profile projects (`alpha`, `beta`); an `align` profile
+/// adds `gamma * scale_l * c_l`, with each layer's scale as the fit recorded it.
+///
+/// # Errors
+/// [`PersonalizeError::Plan`] when the profile does not fit the model's shape or its directions are
+/// not what the edit needs; [`PersonalizeError::Params`] for an `align` profile without its scales.
+pub fn profile_plan(
+    profile: &Profile,
+    strengths: &Strengths,
+) -> Result<EditPlan, PersonalizeError> {
+    let fit = profile.params.get("fit");
+    let recorded = |key: &str| {
+        fit.and_then(|f| f.get(key))
+            .and_then(serde_json::Value::as_f64)
+            .map(|v| v as f32)
+    };
+    let selected = profile
+        .layers
+        .iter()
+        .filter(|l| profile.selected_layers.contains(&l.layer));
+    let edits = match profile_route(profile) {
+        Route::Paper => {
+            let alpha = strengths.alpha.or_else(|| recorded("alpha")).unwrap_or(1.0);
+            let beta = strengths.beta.or_else(|| recorded("beta")).unwrap_or(1.0);
+            selected
+                .map(|l| LayerEdit::projection(l.layer, l.p.clone(), l.n.clone(), alpha, beta))
+                .collect()
+        }
+        route @ (Route::Align | Route::Auto) => {
+            let way = match route {
+                Route::Auto => strengths
+                    .way
+                    .or_else(|| profile_policy(profile).map(|p| p.way)),
+                _ => strengths.way,
+            };
+            let gamma = match way {
+                // the policy's way (or the one asked for) decides whether there is an edit
+                Some(way) => match way.gamma() {
+                    Some(g) => strengths.gamma.unwrap_or(g),
+                    None => {
+                        return Ok(EditPlan::new(
+                            profile.model.n_layer,
+                            profile.model.hidden,
+                            Vec::new(),
+                        )?);
+                    }
+                },
+                None => strengths
+                    .gamma
+                    .or_else(|| recorded("gamma"))
+                    .unwrap_or(DEFAULT_GAMMA),
+            };
+            let scales: Vec<f32> = profile
+                .params
+                .pointer("/align/scale")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .ok_or_else(|| {
+                    PersonalizeError::Params(
+                        "the profile was fitted from real answers but records no layer scales"
+                            .into(),
+                    )
+                })?;
+            selected
+                .map(|l| {
+                    let scale = scales.get(l.layer).copied().ok_or_else(|| {
+                        PersonalizeError::Params(format!(
+                            "the profile records no scale for layer {}",
+                            l.layer
+                        ))
+                    })?;
+                    Ok(LayerEdit::additive(l.layer, l.p.clone(), scale, gamma))
+                })
+                .collect::<Result<Vec<_>, PersonalizeError>>()?
+        }
+    };
+    Ok(EditPlan::new(
+        profile.model.n_layer,
+        profile.model.hidden,
+        edits,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LayerDirections, ModelIdentity};
+
+    #[test]
+    fn profile_plan_uses_selected_layers_and_recorded_strengths() {
+        let d = 3;
+        let profile = Profile {
+            model: ModelIdentity {
+                fingerprint: "f".into(),
+                n_layer: 4,
+                hidden: d,
+            },
+            selected_layers: vec![1, 3],
+            layers: (0..4)
+                .map(|layer| LayerDirections {
+                    layer,
+                    p: vec![1.0, 0.0, 0.0],
+                    n: vec![0.0, 1.0, 0.0],
+                    ccs_loss: 0.1,
+                })
+                .collect(),
+            params: serde_json::json!({"fit": {"alpha": 2.0, "beta": 0.5}}),
+            created: 0,
+        };
+        let plan = profile_plan(&profile, &Strengths::default()).unwrap();
+        assert_eq!(
+            plan.edits().iter().map(|e| e.layer).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert_eq!(plan.edits()[0].alpha, 2.0);
+        assert_eq!(plan.edits()[0].beta, 0.5);
+        let plan = profile_plan(
+            &profile,
+            &Strengths {
+                alpha: Some(3.0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(plan.edits()[1].alpha, 3.0);
+    }
+}
