@@ -45,8 +45,8 @@ use crate::llm::{Context, ContextParams, GenerateOptions, LlmError, Model, Token
 use crate::personalize::policy::{UserContext, way_prompt};
 use crate::personalize::prompts::{PROMPT_VERSION, clip_chars, personalised_instruction};
 use crate::personalize::{
-    FIT_VERSION, FitParams, LayerChoice, Material, Mode, PersonalizeError, Personalizer, Route,
-    Strengths, Way, default_policy_params, profile_plan, user_prompt,
+    FIT_VERSION, FitParams, LayerChoice, Material, Mode, PersonalizeError, Personalizer, Policy,
+    Route, Strengths, Way, default_policy_params, profile_plan, user_prompt,
 };
 use crate::steer::EditPlan;
 use crate::store::{
@@ -590,11 +590,7 @@ impl<'a> Evaluator<'a> {
                     | Method::InsightPrompt
                     | Method::NoModel => None,
                     Method::Auto => {
-                        let policy = self.personalizer.choose_policy(
-                            &user.name,
-                            &align_params,
-                            &default_policy_params(align_params.gamma),
-                        )?;
+                        let policy = self.policy(&ask, &user.name)?;
                         if log_lines {
                             eprintln!(
                                 "eval: user {} chose `{}`{}",
@@ -964,6 +960,38 @@ impl<'a> Evaluator<'a> {
             ) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// `name`'s policy for `auto`: stored like an answer, under a key of what decides it (the scope,
+    /// the fit parameters, the candidates; the user as the "question"), so a re-run or a sweep of
+    /// other methods does not choose it again.
+    fn policy(&mut self, ask: &Ask<'_>, name: &str) -> Result<Policy, EvalError> {
+        let params = default_policy_params(ask.align_fit.gamma);
+        let doc = serde_json::json!({
+            "common": ask.common,
+            "policy": params,
+            "fit": ask.align_fit,
+            "fit_version": FIT_VERSION,
+        });
+        let key = format!(
+            "policy/{}",
+            crate::digest::hex(&Sha256::digest(doc.to_string().as_bytes()))
+        );
+        if let Some(stored) = self.store.eval_answer(&key, name)?
+            && let Ok(policy) = serde_json::from_str(&stored.raw)
+        {
+            return Ok(policy);
+        }
+        let t = Instant::now();
+        let policy = self
+            .personalizer
+            .choose_policy(name, ask.align_fit, &params)?;
+        let answer = EvalAnswer {
+            raw: serde_json::to_string(&policy).expect("a policy serialises"),
+            seconds: t.elapsed().as_secs_f64(),
+        };
+        self.store.put_eval_answer(&key, name, &answer)?;
+        Ok(policy)
     }
 
     /// The group profile: `group_size` users of the group split, drawn with the seed.

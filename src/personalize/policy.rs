@@ -350,11 +350,13 @@ impl Personalizer<'_> {
             .held_out
             .min(history.len().saturating_sub(policy.min_fit));
         if held_out < 2 {
-            let (way, fallback) = choose(&[], policy.default);
             return Ok(Policy {
-                way,
+                way: policy.default,
                 held_out,
-                fallback: fallback.map(|f| format!("{f} ({} history items)", history.len())),
+                fallback: Some(format!(
+                    "{} history items leave {held_out} to hold out: too few to compare",
+                    history.len()
+                )),
                 scores: Vec::new(),
             });
         }
