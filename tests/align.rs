@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::ok;
+
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
@@ -157,13 +159,50 @@ fn run(db: &Path, args: &[&str]) -> Output {
     cmd.output().unwrap()
 }
 
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+/// A store in `dir` with the fixture user `tagger` and their history.
+fn tagger_db(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("c.db");
+    ok(run(&db, &["user", "add", "tagger"]));
+    ok(run(
+        &db,
+        &["history", "import", "--user", "tagger", FIXTURE],
+    ));
+    db
+}
+
+/// `fit --user tagger --route ROUTE --k K --json` with small but real settings, its report.
+fn fit_tagger(db: &Path, route: &str, k: &str) -> serde_json::Value {
+    let args = [
+        "fit",
+        "--user",
+        "tagger",
+        "--route",
+        route,
+        "--json",
+        "--k",
+        k,
+        "--insight-tokens",
+        "16",
+        "--answer-tokens",
+        "8",
+        "--layers",
+        "mid:1",
+    ];
+    serde_json::from_str(&ok(run(db, &args))).unwrap()
+}
+
+/// `tagger`'s stored profile for SmolLM2.
+fn tagger_profile(store: &Store) -> chameleon::store::Profile {
+    let m = Model::load(&common::smollm(), &Default::default()).unwrap();
+    let identity = ModelIdentity {
+        fingerprint: m.fingerprint().unwrap().to_string(),
+        n_layer: 30,
+        hidden: 576,
+    };
+    store
+        .load_profile(&Owner::User("tagger".into()), &identity)
+        .unwrap()
+        .expect("a stored profile")
 }
 
 /// `fit --route align` on a user whose real tags the model does not always give: a profile whose
@@ -172,47 +211,14 @@ fn ok(out: Output) -> String {
 #[test]
 fn fit_route_align_stores_a_profile_that_generate_applies() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("c.db");
-    ok(run(&db, &["user", "add", "tagger"]));
-    ok(run(
-        &db,
-        &["history", "import", "--user", "tagger", FIXTURE],
-    ));
-    let report: serde_json::Value = serde_json::from_str(&ok(run(
-        &db,
-        &[
-            "fit",
-            "--user",
-            "tagger",
-            "--route",
-            "align",
-            "--json",
-            "--k",
-            "5",
-            "--insight-tokens",
-            "16",
-            "--answer-tokens",
-            "8",
-            "--layers",
-            "mid:1",
-        ],
-    )))
-    .unwrap();
+    let db = tagger_db(dir.path());
+    let report: serde_json::Value = fit_tagger(&db, "align", "5");
     let used = report["pairs"].as_u64().unwrap();
     assert!(used >= 2, "{report}");
     assert_eq!(report["selected_layers"].as_array().unwrap().len(), 1);
 
     let store = Store::open(&db).unwrap();
-    let m = Model::load(&common::smollm(), &Default::default()).unwrap();
-    let identity = ModelIdentity {
-        fingerprint: m.fingerprint().unwrap().to_string(),
-        n_layer: 30,
-        hidden: 576,
-    };
-    let p = store
-        .load_profile(&Owner::User("tagger".into()), &identity)
-        .unwrap()
-        .unwrap();
+    let p = tagger_profile(&store);
     assert_eq!(p.params["fit"]["route"], "align");
     assert_eq!(p.params["align"]["items"].as_u64().unwrap(), used);
     let agree = p.params["align"]["agree"].as_array().unwrap();
@@ -293,12 +299,7 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
     };
 
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("c.db");
-    ok(run(&db, &["user", "add", "tagger"]));
-    ok(run(
-        &db,
-        &["history", "import", "--user", "tagger", FIXTURE],
-    ));
+    let db = tagger_db(dir.path());
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(FIXTURE)
         .unwrap()
         .lines()
@@ -354,61 +355,15 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
         );
     }
 
-    let report: serde_json::Value = serde_json::from_str(&ok(run(
-        &db,
-        &[
-            "fit",
-            "--user",
-            "tagger",
-            "--route",
-            "auto",
-            "--json",
-            "--k",
-            "4",
-            "--insight-tokens",
-            "16",
-            "--answer-tokens",
-            "8",
-            "--layers",
-            "mid:1",
-        ],
-    )))
-    .unwrap();
+    let report: serde_json::Value = fit_tagger(&db, "auto", "4");
     assert_eq!(report["seconds"][0][0], "policy");
-    let m = Model::load(&common::smollm(), &Default::default()).unwrap();
-    let identity = ModelIdentity {
-        fingerprint: m.fingerprint().unwrap().to_string(),
-        n_layer: 30,
-        hidden: 576,
-    };
-    let profile = store
-        .load_profile(&Owner::User("tagger".into()), &identity)
-        .unwrap()
-        .unwrap();
+    let profile = tagger_profile(&store);
     let stored = chameleon::personalize::profile_policy(&profile).expect("a policy");
     assert_eq!(stored.scores.len(), policy.scores.len());
     assert!(!profile.params["insight"].as_str().unwrap().is_empty());
     // generate answers with the policy, and with any way asked for
-    for way in ["none", "insight", "retrieval", "align@2"] {
-        let out = ok(run(
-            &db,
-            &[
-                "generate",
-                "--user",
-                "tagger",
-                "--prompt",
-                "Which tag fits Alien?",
-                "--max-tokens",
-                "8",
-                "--way",
-                way,
-            ],
-        ));
-        assert!(!out.trim().is_empty(), "{way}");
-    }
-    let shown = run(
-        &db,
-        &[
+    let ask = |way: Option<&str>| {
+        let mut args = vec![
             "generate",
             "--user",
             "tagger",
@@ -416,8 +371,14 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
             "Which tag fits Alien?",
             "--max-tokens",
             "8",
-        ],
-    );
+        ];
+        args.extend(way.map(|w| ["--way", w]).into_iter().flatten());
+        run(&db, &args)
+    };
+    for way in ["none", "insight", "retrieval", "align@2"] {
+        assert!(!ok(ask(Some(way))).trim().is_empty(), "{way}");
+    }
+    let shown = ask(None);
     assert!(shown.status.success());
     assert!(
         String::from_utf8_lossy(&shown.stderr).contains(&format!("way `{}`", stored.way.name())),

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::ok;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -41,15 +43,6 @@ fn store_cmd(db: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn user_with_history(dir: &Path, name: &str, lines: Option<usize>) -> PathBuf {

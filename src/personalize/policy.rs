@@ -78,7 +78,8 @@ impl Way {
 impl std::str::FromStr for Way {
     type Err = String;
 
-    /// `none`, `insight`, `retrieval`, `align@G`, `insight+align@G` (`@G` may be left out: strength 1).
+    /// `none`, `insight`, `retrieval`, `align@G`, `insight+align@G` (`@G` may be left out: the
+    /// default strength, [`super::DEFAULT_GAMMA`]).
     fn from_str(s: &str) -> Result<Way, String> {
         let (head, gamma) = match s.split_once('@') {
             Some((h, g)) => (
@@ -86,7 +87,7 @@ impl std::str::FromStr for Way {
                 g.parse::<f32>()
                     .map_err(|_| format!("`{g}` is not a strength"))?,
             ),
-            None => (s, 1.0),
+            None => (s, super::DEFAULT_GAMMA),
         };
         match head {
             "none" => Ok(Way::None),
@@ -362,7 +363,9 @@ impl Personalizer<'_> {
         }
         self.hold_out = held_out;
         let result = self.score_candidates(name, &history, held_out, params, policy);
+        // whatever happened, later fits see the whole history and no edit
         self.hold_out = 0;
+        self.set_plan(None)?;
         let scores = result?;
         let (way, fallback) = choose(&scores, policy.default);
         Ok(Policy {
@@ -612,7 +615,12 @@ mod tests {
             let w: Way = s.parse().unwrap();
             assert_eq!(w.name(), s);
         }
-        assert_eq!("align".parse::<Way>().unwrap(), Way::Align { gamma: 1.0 });
+        assert_eq!(
+            "align".parse::<Way>().unwrap(),
+            Way::Align {
+                gamma: crate::personalize::DEFAULT_GAMMA
+            }
+        );
         assert!("sideways".parse::<Way>().is_err());
         assert!("align@x".parse::<Way>().is_err());
         let json = serde_json::to_value(Way::InsightAlign { gamma: 2.0 }).unwrap();

@@ -45,3 +45,13 @@ pub fn unit(d: usize, seed: u64) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.into_iter().map(|x| x / n).collect()
 }
+
+/// The stdout of a command that must have succeeded (its stderr in the panic otherwise).
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
