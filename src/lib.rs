@@ -13,6 +13,11 @@
 //!    `x += alpha <x,p> p`, then `x -= beta <x,n> n`; or the same edit exported as a rank-2 LoRA.
 //! 7. [`eval`]: LaMP loader, the official metrics, and the methods compared.
 //!
+//! Beside the paper's route, [`personalize::align`] finds a user's direction from their real answers
+//! against the model's own (an additive edit, `x += gamma * scale * c`, which [`adapters`] also writes
+//! as a llama.cpp control vector), and [`personalize::policy`] chooses each user's way of answering on
+//! their own held-out history.
+//!
 //! [`llm`] is the only module with `unsafe` code: a thin safe layer over `llama-cpp-sys-2`.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
