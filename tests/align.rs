@@ -92,7 +92,7 @@ fn the_additive_edit_moves_the_residual_by_its_vector_and_equals_a_control_vecto
     // the logits: a Q4 model rounds every matrix product's input to 8 bits, so two ways of adding the
     // same vector that differ in the last f32 bits still land on other rounding steps downstream.
     // The yardstick is that rounding floor, measured here as the move of the same edit at 1e-5,
-    // which steers nothing (README, "Measured": 1-2% of the logits' norm on SmolLM2)
+    // which steers nothing (docs/measured.md: 1-2% of the logits' norm on SmolLM2)
     hook.set_plan(Arc::new(plan.at_strength(NULL_STRENGTH)))
         .unwrap();
     let floor = norm(&diff(&hook.probe(&toks, &names).unwrap()[1], &plain[1]));

@@ -22,7 +22,7 @@ pub enum Apply {
     Auto,
     /// The eval callback edits the MLP outputs: every architecture. On a GPU it copies each edited
     /// output to host memory and back and splits llama.cpp's graph: about 1 ms a token on an H100,
-    /// most of a small model's decode time there (README, "Measured").
+    /// most of a small model's decode time there (docs/measured.md).
     Hook,
     /// Inside llama.cpp's own graph, with no callback: the paper's projection edit as a rank-2 LoRA
     /// adapter on `ffn_down` (not for architectures with a norm after the MLP: gemma2/3), an `align`
