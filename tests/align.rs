@@ -20,7 +20,7 @@ fn ctx(model: &Model) -> Context<'_> {
     model
         .new_context(&ContextParams {
             n_ctx: 512,
-            n_threads: Some(2),
+            n_threads: Some(common::N_THREADS),
             hook: true,
             ..Default::default()
         })
@@ -153,7 +153,7 @@ fn run(db: &Path, args: &[&str]) -> Output {
             "--model",
             common::smollm().to_str().unwrap(),
             "--threads",
-            "2",
+            common::THREADS,
         ]);
     }
     cmd.output().unwrap()
@@ -313,7 +313,7 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
         &store,
         ContextParams {
             n_ctx: 2048,
-            n_threads: Some(2),
+            n_threads: Some(common::N_THREADS),
             ..Default::default()
         },
     )

@@ -37,7 +37,7 @@ fn ctx(model: &Model, hook: bool) -> Context<'_> {
     model
         .new_context(&ContextParams {
             n_ctx: 1024,
-            n_threads: Some(2),
+            n_threads: Some(common::N_THREADS),
             hook,
             ..Default::default()
         })
@@ -612,7 +612,7 @@ fn embeddings_are_mean_pooled_and_deterministic() {
         .new_context(&ContextParams {
             n_ctx: 512,
             embeddings: true,
-            n_threads: Some(2),
+            n_threads: Some(common::N_THREADS),
             ..Default::default()
         })
         .unwrap();

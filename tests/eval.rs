@@ -43,6 +43,7 @@ fn eval(db: &Path, out: &Path, extra: &[&str]) -> Output {
             "--model",
             common::smollm().to_str().unwrap(),
             "--threads",
+            // the one long test of this file runs alone: both cores (see `common::N_THREADS`)
             "2",
         ])
         // small but real settings, so the suite stays fast on 2 cores

@@ -37,7 +37,7 @@ fn the_adapter_reproduces_the_runtime_edit() {
     let mut pc = probe
         .new_context(&ContextParams {
             n_ctx: 256,
-            n_threads: Some(2),
+            n_threads: Some(common::N_THREADS),
             ..Default::default()
         })
         .unwrap();
@@ -81,7 +81,7 @@ fn the_adapter_reproduces_the_runtime_edit() {
         .expect("stock llama.cpp loads the adapter");
     let params = ContextParams {
         n_ctx: 512,
-        n_threads: Some(2),
+        n_threads: Some(common::N_THREADS),
         ..Default::default()
     };
     let tokens = model

@@ -31,7 +31,7 @@ fn run(db: &Path, args: &[&str]) -> Output {
         "--model",
         common::smollm().to_str().unwrap(),
         "--threads",
-        "2",
+        common::THREADS,
     ]);
     cmd.output().expect("run chameleon")
 }
@@ -309,7 +309,7 @@ fn an_interrupted_fit_resumes_without_regenerating() {
             "--model",
             common::smollm().to_str().unwrap(),
             "--threads",
-            "2",
+            common::THREADS,
         ])
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -16,6 +16,13 @@ pub fn model_path(name: &str) -> PathBuf {
     path
 }
 
+/// llama.cpp threads per context in the tests. `make test` runs two tests at once on CI's two cores,
+/// and llama.cpp's workers spin while they wait for each other: two contexts of two threads each on
+/// two cores stall one another, which made the suite several times slower than one thread each.
+pub const N_THREADS: usize = 1;
+/// [`N_THREADS`] as the CLI's `--threads` argument.
+pub const THREADS: &str = "1";
+
 /// The default model (SmolLM2-135M-Instruct).
 pub fn smollm() -> PathBuf {
     model_path("smollm2-135m")
