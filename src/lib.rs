@@ -27,6 +27,7 @@ pub mod answer;
 pub mod cli;
 pub mod digest;
 pub mod eval;
+pub mod files;
 pub mod llm;
 pub mod paths;
 pub mod personalize;

@@ -5,17 +5,26 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Whether an error is a write to a closed pipe: an `io::Error`, or one that a JSON writer wrapped
+/// (serde_json's error does not list the `io::Error` among its sources).
+fn is_broken_pipe(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let pipe = |kind| kind == std::io::ErrorKind::BrokenPipe;
+    cause
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| pipe(e.kind()))
+        || cause
+            .downcast_ref::<serde_json::Error>()
+            .and_then(serde_json::Error::io_error_kind)
+            .is_some_and(pipe)
+}
+
 fn main() -> ExitCode {
     let cli = chameleon::cli::Cli::parse();
     match chameleon::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // a closed stdout (`chameleon export ... | head`) is not a failure
-            if err.chain().any(|cause| {
-                cause
-                    .downcast_ref::<std::io::Error>()
-                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
+            if err.chain().any(is_broken_pipe) {
                 return ExitCode::SUCCESS;
             }
             let mut stderr = std::io::stderr().lock();

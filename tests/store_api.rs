@@ -36,15 +36,32 @@ fn model(fingerprint: &str, n_layer: usize, hidden: usize) -> ModelIdentity {
     }
 }
 
+/// `v` scaled to norm 1, or `v` itself when it is zero (a stored direction is one or the other).
+fn unit_or_zero(v: Vec<f32>) -> Vec<f32> {
+    let norm = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    if norm == 0.0 {
+        return v;
+    }
+    v.into_iter()
+        .map(|x| (f64::from(x) / norm) as f32)
+        .collect()
+}
+
 /// A profile with a direction at every layer, values derived from `seed`, layers 1 and 2 selected.
 fn profile(model: ModelIdentity, seed: f32) -> Profile {
     let layers = (0..model.n_layer)
         .map(|layer| LayerDirections {
             layer,
-            p: (0..model.hidden)
-                .map(|i| seed + (layer * 1000 + i) as f32 * 1e-3)
-                .collect(),
-            n: (0..model.hidden).map(|i| -seed - i as f32 * 1e-4).collect(),
+            p: unit_or_zero(
+                (0..model.hidden)
+                    .map(|i| seed + (layer * 1000 + i) as f32 * 1e-3)
+                    .collect(),
+            ),
+            n: unit_or_zero((0..model.hidden).map(|i| -seed - i as f32 * 1e-4).collect()),
             ccs_loss: 0.1 + layer as f32 * 0.01,
         })
         .collect();
@@ -185,12 +202,22 @@ fn refuses_a_database_from_a_newer_chameleon() {
 #[test]
 fn a_failing_migration_applies_nothing() {
     let (_dir, path) = temp_db();
-    // a stray `users` table makes the first migration fail halfway through its statements
+    // a stray `users` table under chameleon's application id makes the first migration fail halfway
+    // through its statements (without the id the file is refused before any migration)
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch("CREATE TABLE users (x)").unwrap();
+    conn.pragma_update(
+        None,
+        "application_id",
+        chameleon::store::schema::APPLICATION_ID,
+    )
+    .unwrap();
     drop(conn);
     let err = Store::open(&path).unwrap_err();
-    assert!(matches!(err, StoreError::Sqlite(_)), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Migration { version: 1, .. }),
+        "{err:?}"
+    );
     let conn = rusqlite::Connection::open(&path).unwrap();
     assert_eq!(
         store_common::tables(&conn),
@@ -277,8 +304,8 @@ fn any_profile() -> impl Strategy<Value = Profile> {
                     if present {
                         layers.push(LayerDirections {
                             layer,
-                            p,
-                            n,
+                            p: unit_or_zero(p),
+                            n: unit_or_zero(n),
                             ccs_loss,
                         });
                         if selected {

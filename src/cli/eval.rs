@@ -88,7 +88,7 @@ pub fn run(args: EvalArgs, global: &Global) -> anyhow::Result<()> {
     std::fs::write(&tmp, json)
         .and_then(|()| std::fs::rename(&tmp, &out))
         .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", out.display()))?;
-    print!("{}", report.markdown());
+    out!("{}", report.markdown())?;
     eprintln!(
         "predictions: {}; answers and fits are kept in {}",
         out.display(),

@@ -145,25 +145,29 @@ pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
         (None, None) => unreachable!("clap requires one"),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
-    println!("profile of {} fitted", report.owner);
-    println!("  edited layers: {:?}", report.selected_layers);
+    outln!("profile of {} fitted", report.owner)?;
+    outln!("  edited layers: {:?}", report.selected_layers)?;
     if params.route == Route::Align {
-        println!(
+        outln!(
             "  history items: {} read (the model answers differently), {} where the model answers as the user, {} answers reused from the store",
-            report.pairs, report.dropped_pairs, report.reused
-        );
+            report.pairs,
+            report.dropped_pairs,
+            report.reused
+        )?;
     } else {
-        println!(
+        outln!(
             "  pairs: {} used, {} dropped (identical answers), {} items reused from the store",
-            report.pairs, report.dropped_pairs, report.reused
-        );
+            report.pairs,
+            report.dropped_pairs,
+            report.reused
+        )?;
     }
-    println!("  history items embedded: {}", report.embedded);
+    outln!("  history items embedded: {}", report.embedded)?;
     let t = &report.tokens;
-    println!(
+    outln!(
         "  tokens processed: {} ({} history prefix, {} prompt, {} generated, {} captured); without prefix reuse: {}",
         t.total(),
         t.prefix,
@@ -171,12 +175,12 @@ pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
         t.generated,
         t.captured,
         t.total_without_reuse()
-    );
+    )?;
     let secs: Vec<String> = report
         .seconds
         .iter()
         .map(|(s, v)| format!("{s} {v:.1}s"))
         .collect();
-    println!("  time: {}", secs.join(", "));
+    outln!("  time: {}", secs.join(", "))?;
     Ok(())
 }

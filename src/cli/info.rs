@@ -29,23 +29,23 @@ pub fn run(args: InfoArgs, global: &Global) -> anyhow::Result<()> {
             "devices": devices,
             "gpu_layers": args.model.gpu_layers,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    println!("path:          {}", model.path().display());
-    println!("architecture:  {}", info.arch);
+    outln!("path:          {}", model.path().display())?;
+    outln!("architecture:  {}", info.arch)?;
     if let Some(name) = &info.name {
-        println!("name:          {name}");
+        outln!("name:          {name}")?;
     }
-    println!("description:   {}", info.description);
-    println!("layers:        {}", info.n_layer);
-    println!("hidden size:   {}", info.n_embd);
-    println!("vocabulary:    {}", info.n_vocab);
-    println!("train context: {}", info.n_ctx_train);
-    println!("parameters:    {}", info.n_params);
-    println!("file size:     {} bytes", info.file_size);
-    println!("fingerprint:   {fingerprint}");
-    println!(
+    outln!("description:   {}", info.description)?;
+    outln!("layers:        {}", info.n_layer)?;
+    outln!("hidden size:   {}", info.n_embd)?;
+    outln!("vocabulary:    {}", info.n_vocab)?;
+    outln!("train context: {}", info.n_ctx_train)?;
+    outln!("parameters:    {}", info.n_params)?;
+    outln!("file size:     {} bytes", info.file_size)?;
+    outln!("fingerprint:   {fingerprint}")?;
+    outln!(
         "mlp output:    `{}-N`{}",
         node.name,
         if node.post_norm {
@@ -53,32 +53,32 @@ pub fn run(args: InfoArgs, global: &Global) -> anyhow::Result<()> {
         } else {
             " (LoRA export possible)"
         }
-    );
+    )?;
     match &info.chat_template {
         Some(t) => {
             let first = t.lines().next().unwrap_or_default();
-            println!(
+            outln!(
                 "chat template: {} lines, starts `{}`",
                 t.lines().count(),
                 first.chars().take(60).collect::<String>()
-            );
+            )?;
         }
-        None => println!("chat template: none (ChatML is used)"),
+        None => outln!("chat template: none (ChatML is used)")?,
     }
     let names: Vec<String> = devices
         .iter()
         .map(|d| format!("{} ({})", d.name, d.description))
         .collect();
-    println!("devices:       {}", names.join(", "));
+    outln!("devices:       {}", names.join(", "))?;
     if devices.iter().all(|d| d.cpu) {
-        println!(
+        outln!(
             "gpu layers:    none (a CPU build; `cargo build --features cuda|metal|vulkan` for a GPU)"
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "gpu layers:    {} (`--gpu-layers N`, -1 = all)",
             args.model.gpu_layers
-        );
+        )?;
     }
     Ok(())
 }

@@ -7,6 +7,24 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `println!` for what a command prints as its result, returning the write's error instead of
+/// panicking: a reader that closes the pipe (`chameleon info | head -1`) ends the command quietly
+/// (`main` treats a broken pipe as success, as ripgrep does).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` as [`outln!`] is `println!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod chat;
 mod eval;
 mod export;

@@ -194,27 +194,27 @@ fn inspect(a: &InspectArgs, global: &Global) -> anyhow::Result<()> {
         output_moved_by_rounding: moved(&nulled[0])?,
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
-    println!("{} prompt tokens; medians over positions", report.tokens);
-    println!("| layer | ‖x‖/‖h‖ | ‖x·p‖/‖x‖ | ‖x·n‖/‖x‖ | edit moves h by |");
-    println!("|---|---|---|---|---|");
+    outln!("{} prompt tokens; medians over positions", report.tokens)?;
+    outln!("| layer | ‖x‖/‖h‖ | ‖x·p‖/‖x‖ | ‖x·n‖/‖x‖ | edit moves h by |")?;
+    outln!("|---|---|---|---|---|")?;
     for r in &report.layers {
-        println!(
+        outln!(
             "| {} | {:.3} | {:.3} | {:.3} | {:.2}% |",
             r.layer,
             r.mlp_share,
             r.along_p,
             r.along_n,
             100.0 * r.moved
-        );
+        )?;
     }
-    println!(
+    outln!(
         "the last layer's output moves by {:.2}%; by {:.2}% under the same edit at strength {NULL_STRENGTH:e}, \
          which steers nothing: rounding alone (x: MLP output, h: residual stream after the layer)",
         100.0 * report.output_moved,
         100.0 * report.output_moved_by_rounding
-    );
+    )?;
     Ok(())
 }

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -336,13 +335,9 @@ pub enum LampError {
     /// A file of the split does not exist.
     #[error("`{}` does not exist (a LaMP split needs `<split>_questions.json` and `<split>_outputs.json`)", path.display())]
     NotFound { path: PathBuf },
-    /// A file exists but cannot be read.
-    #[error("cannot read `{}`", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// A file exists but is not a regular file, is too large or cannot be read.
+    #[error(transparent)]
+    File(crate::files::FileError),
     /// A file is not valid JSON.
     #[error("`{}` is not valid JSON", path.display())]
     Json {
@@ -496,21 +491,17 @@ impl LampSet {
 }
 
 fn read_json(path: &Path) -> Result<Value, LampError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    use crate::files::{FileError, MAX_DATA_BYTES, read_limited};
+    let bytes = match read_limited(path, MAX_DATA_BYTES, "a LaMP data file") {
+        Ok(bytes) => bytes,
+        Err(FileError::NotFound { .. }) => {
             return Err(LampError::NotFound {
                 path: path.to_owned(),
             });
         }
-        Err(source) => {
-            return Err(LampError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
+        Err(e) => return Err(LampError::File(e)),
     };
-    serde_json::from_str(&text).map_err(|source| LampError::Json {
+    serde_json::from_slice(&bytes).map_err(|source| LampError::Json {
         path: path.to_owned(),
         source,
     })

@@ -305,6 +305,7 @@ impl EvalError {
                  `chameleon-group` also needs the split named by `--group-split` (`train`)"
                     .into(),
             ),
+            EvalError::Lamp(LampError::File(e)) => e.hint(),
             EvalError::HistoryMismatch { .. } => Some(
                 "the data changed since the store was filled; evaluate into a fresh database with `--db PATH`"
                     .into(),

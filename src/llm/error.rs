@@ -5,6 +5,9 @@ use std::path::PathBuf;
 pub enum LlmError {
     #[error("model file `{}` not found", path.display())]
     ModelNotFound { path: PathBuf },
+    /// Not a regular file, or it cannot be opened.
+    #[error(transparent)]
+    File(crate::files::FileError),
     #[error("could not read `{}`", path.display())]
     Io {
         path: PathBuf,
@@ -76,6 +79,7 @@ impl LlmError {
                 "the download was probably cut short; fetch the file again (`models/fetch.sh` verifies checksums)"
                     .into(),
             ),
+            LlmError::File(e) => e.hint(),
             LlmError::ContextFull { .. } => Some("raise `--ctx` or shorten the input".into()),
             LlmError::NodeNotFound { .. } => Some(
                 "this architecture names its MLP output differently; run with `--verbose` and report it"

@@ -296,7 +296,8 @@ impl Model {
             path: self.path.clone(),
             source,
         };
-        let mut file = std::fs::File::open(&self.path).map_err(io)?;
+        let (mut file, _) =
+            crate::files::open_regular(&self.path).map_err(|e| model_file_error(&self.path, e))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -482,11 +483,7 @@ impl Model {
     /// # Errors
     /// [`LlmError::LoadFailed`] when llama.cpp refuses the file (wrong architecture or shapes).
     pub fn load_lora(&mut self, path: &Path) -> Result<LoraId, LlmError> {
-        if !path.exists() {
-            return Err(LlmError::ModelNotFound {
-                path: path.to_path_buf(),
-            });
-        }
+        model_file(path)?;
         let c = path_to_cstring(path)?;
         // SAFETY: live model, exclusively borrowed; valid path. Null on failure.
         let a = unsafe { sys::llama_adapter_lora_init(self.ptr.as_ptr(), c.as_ptr()) };
@@ -527,29 +524,27 @@ fn path_to_cstring(path: &Path) -> Result<CString, LlmError> {
     })
 }
 
+/// The size of the regular file at `path` (a model or an adapter): a FIFO, a device or a directory is
+/// refused before llama.cpp opens it (an open FIFO would block forever).
+fn model_file(path: &Path) -> Result<u64, LlmError> {
+    crate::files::check_regular(path).map_err(|e| model_file_error(path, e))
+}
+
+fn model_file_error(path: &Path, e: crate::files::FileError) -> LlmError {
+    match e {
+        crate::files::FileError::NotFound { .. } => LlmError::ModelNotFound {
+            path: path.to_path_buf(),
+        },
+        other => LlmError::File(other),
+    }
+}
+
 /// Check that `path` is a complete GGUF file before llama.cpp loads it; returns the file size.
 fn check_gguf(path: &Path) -> Result<u64, LlmError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(LlmError::ModelNotFound {
-                path: path.to_path_buf(),
-            });
-        }
-        Err(source) => {
-            return Err(LlmError::Io {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
-    let io = |source| LlmError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let actual = meta.len();
+    // a FIFO, a device or a directory is refused before anything opens it for reading
+    let (mut f, actual) =
+        crate::files::open_regular(path).map_err(|e| model_file_error(path, e))?;
     let mut magic = [0u8; 4];
-    let mut f = std::fs::File::open(path).map_err(io)?;
     if actual < 4 || f.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
         return Err(LlmError::NotGguf {
             path: path.to_path_buf(),

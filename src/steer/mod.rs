@@ -114,6 +114,34 @@ impl LayerEdit {
     }
 }
 
+/// A direction of a plan is unit (within [`UNIT_TOLERANCE`]) or exactly zero ("no direction").
+fn check_unit_or_zero(layer: usize, which: &'static str, v: &[f32]) -> Result<(), PlanError> {
+    let norm = norm64(v);
+    if norm == 0.0 || (norm - 1.0).abs() <= f64::from(UNIT_TOLERANCE) {
+        Ok(())
+    } else {
+        Err(PlanError::NotUnit { layer, which, norm })
+    }
+}
+
+fn check_strength(
+    layer: usize,
+    which: &'static str,
+    value: f32,
+    range: std::ops::RangeInclusive<f32>,
+) -> Result<(), PlanError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(PlanError::BadStrength {
+        layer,
+        which,
+        value,
+        min: *range.start(),
+        max: *range.end(),
+    })
+}
+
 /// Which layers to edit and how: one [`LayerEdit`] per edited layer.
 ///
 /// A plan is immutable once built; the engine holds it behind an `Arc`, so switching users costs a
@@ -143,21 +171,33 @@ pub enum PlanError {
     },
     #[error("direction of layer {layer} has a non-finite value")]
     NotFinite { layer: usize },
-    #[error("the additive direction of layer {layer} has norm {norm}, not 1")]
-    NotUnit { layer: usize, norm: f32 },
-    #[error(
-        "the additive edit of layer {layer} has strength {gamma} and scale {scale}; both must be finite and scale >= 0"
-    )]
+    #[error("the {which} direction of layer {layer} has norm {}, not 1 (or 0: no direction)", show(*norm))]
+    NotUnit {
+        layer: usize,
+        which: &'static str,
+        norm: f64,
+    },
+    #[error("the {which} of layer {layer} is {value}, outside [{min}, {max}]")]
     BadStrength {
         layer: usize,
-        gamma: f32,
-        scale: f32,
+        which: &'static str,
+        value: f32,
+        min: f32,
+        max: f32,
     },
 }
 
 /// How far from 1 a unit direction's norm may be (f32 rounding of a normalised vector of a few
 /// thousand values is far below this; a direction stored as f32 and read back keeps it).
 pub const UNIT_TOLERANCE: f32 = 1e-3;
+
+/// The largest strength (`alpha`, `beta`, `gamma`) a plan takes: the paper uses 1, sweeps go to 8;
+/// far beyond that an edit only breaks the model.
+pub const MAX_STRENGTH: f32 = 100.0;
+
+/// The largest per-layer scale of an additive edit: MLP-output norms of the models chameleon runs are
+/// in the tens to thousands.
+pub const MAX_SCALE: f32 = 1e6;
 
 static NEXT_PLAN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -194,7 +234,7 @@ impl EditPlan {
             if by_layer[e.layer].is_some() {
                 return Err(PlanError::DuplicateLayer { layer: e.layer });
             }
-            for v in [&e.p, &e.n] {
+            for (which, v) in [("personal", &e.p), ("generic", &e.n)] {
                 if v.len() != hidden {
                     return Err(PlanError::WrongSize {
                         layer: e.layer,
@@ -205,7 +245,10 @@ impl EditPlan {
                 if v.iter().any(|x| !x.is_finite()) {
                     return Err(PlanError::NotFinite { layer: e.layer });
                 }
+                check_unit_or_zero(e.layer, which, v)?;
             }
+            check_strength(e.layer, "alpha", e.alpha, -MAX_STRENGTH..=MAX_STRENGTH)?;
+            check_strength(e.layer, "beta", e.beta, -MAX_STRENGTH..=MAX_STRENGTH)?;
             let a = &e.add;
             if !a.c.is_empty() {
                 if a.c.len() != hidden {
@@ -218,20 +261,16 @@ impl EditPlan {
                 if a.c.iter().any(|x| !x.is_finite()) {
                     return Err(PlanError::NotFinite { layer: e.layer });
                 }
-                let norm = dot(&a.c, &a.c).sqrt();
-                if (norm - 1.0).abs() > UNIT_TOLERANCE {
+                let norm = norm64(&a.c);
+                if (norm - 1.0).abs() > f64::from(UNIT_TOLERANCE) {
                     return Err(PlanError::NotUnit {
                         layer: e.layer,
+                        which: "additive",
                         norm,
                     });
                 }
-                if !(a.gamma.is_finite() && a.scale.is_finite() && a.scale >= 0.0) {
-                    return Err(PlanError::BadStrength {
-                        layer: e.layer,
-                        gamma: a.gamma,
-                        scale: a.scale,
-                    });
-                }
+                check_strength(e.layer, "gamma", a.gamma, -MAX_STRENGTH..=MAX_STRENGTH)?;
+                check_strength(e.layer, "scale", a.scale, 0.0..=MAX_SCALE)?;
             }
             by_layer[e.layer] = Some(i);
         }
@@ -424,6 +463,23 @@ pub(crate) fn median(mut v: Vec<f32>) -> f32 {
         v[m]
     } else {
         (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Euclidean norm, summed in f64: a hostile vector of 1e30s has norm 1e30 here, not f32's inf.
+pub fn norm64(v: &[f32]) -> f64 {
+    v.iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// A number for an error message: plain when it is of ordinary size, else in scientific notation.
+pub fn show(x: f64) -> String {
+    if x == 0.0 || (1e-3..1e6).contains(&x.abs()) {
+        format!("{}", (x * 1e4).round() / 1e4)
+    } else {
+        format!("{x:.3e}")
     }
 }
 
@@ -729,6 +785,40 @@ mod tests {
         assert!(matches!(
             bad(vec![f32::INFINITY, 0.0], 1.0, 1.0),
             PlanError::NotFinite { .. }
+        ));
+        assert!(matches!(
+            bad(vec![1.0, 0.0], 1e30, 1.0),
+            PlanError::BadStrength { which: "scale", .. }
+        ));
+        assert!(matches!(
+            bad(vec![1.0, 0.0], 1.0, 1e4),
+            PlanError::BadStrength { which: "gamma", .. }
+        ));
+        // the projection's directions: unit or exactly zero; its strengths bounded
+        let proj = |p: Vec<f32>, alpha| {
+            EditPlan::new(
+                3,
+                2,
+                vec![LayerEdit::projection(2, p, vec![0.0; 2], alpha, 1.0)],
+            )
+        };
+        assert!(proj(vec![0.6, 0.8], 1.0).is_ok());
+        let err = proj(vec![1e30, 0.0], 1.0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PlanError::NotUnit {
+                    layer: 2,
+                    which: "personal",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("layer 2"), "{err}");
+        assert!(matches!(
+            proj(vec![0.6, 0.8], f32::INFINITY).unwrap_err(),
+            PlanError::BadStrength { which: "alpha", .. }
         ));
         let plan = EditPlan::new(
             3,

@@ -298,18 +298,32 @@ impl Store {
         for profile in &doc.profiles {
             insert_profile(&tx, &owner, profile)?;
         }
+        // what was written, counted where it was written: a file may repeat an insight, a pair or a
+        // profile, and the repeat replaces the first
+        let count = |table: &str, column: &str, id: i64| -> rusqlite::Result<usize> {
+            tx.query_row(
+                &format!("SELECT COUNT(*) FROM {table} WHERE {column} = ?1"),
+                [id],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| usize::try_from(n).unwrap_or(0))
+        };
+        let written = Imported {
+            name: name.clone(),
+            replaced: None,
+            history: count("history", "user_id", user.id.get())?,
+            insights: count("insights", "user_id", user.id.get())?,
+            pairs: count("pairs", "user_id", user.id.get())?,
+            profiles: count("profiles", "user_id", user.id.get())?,
+            groups: count("group_members", "user_id", user.id.get())?,
+        };
         tx.commit()?;
         if replaced.is_some() {
-            self.truncate_wal();
+            let _ = self.truncate_wal();
         }
         Ok(Imported {
-            name: name.clone(),
             replaced,
-            history: items.len(),
-            insights: doc.insights.len(),
-            pairs: doc.pairs.len(),
-            profiles: doc.profiles.len(),
-            groups: doc.groups.len(),
+            ..written
         })
     }
 }

@@ -195,10 +195,11 @@ fn bad(place: InputPlace, problem: InputProblem) -> StoreError {
 
 /// Read a file as UTF-8 text, naming the place of the first invalid byte.
 fn read_utf8(path: &Path) -> Result<String, StoreError> {
-    let bytes = std::fs::read(path).map_err(|source| StoreError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::files::read_limited(
+        path,
+        crate::files::MAX_HISTORY_BYTES,
+        "a history or export file",
+    )?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
@@ -225,7 +226,7 @@ fn strip_position(e: &serde_json::Error) -> String {
 /// Read a history file (see the module documentation for the formats).
 ///
 /// # Errors
-/// [`StoreError::Read`] when the file cannot be read; [`StoreError::BadInput`] naming the file and the
+/// [`StoreError::File`] when the file cannot be read (not regular, over [`crate::files::MAX_HISTORY_BYTES`]); [`StoreError::BadInput`] naming the file and the
 /// line or item of the first problem: invalid UTF-8, malformed JSON, an item that fails
 /// [`NewItem::check`], no items, a LaMP file without a user to pick.
 pub fn read_history_file(path: &Path, options: &ReadOptions) -> Result<Vec<NewItem>, StoreError> {
@@ -405,7 +406,7 @@ pub fn lamp_item(entry: &Map<String, Value>) -> Result<NewItem, InputProblem> {
 /// the contents before it writes anything.
 ///
 /// # Errors
-/// [`StoreError::Read`]; [`StoreError::BadInput`] for invalid UTF-8, malformed JSON, or another format
+/// [`StoreError::File`]; [`StoreError::BadInput`] for invalid UTF-8, malformed JSON, or another format
 /// or version.
 pub fn read_export_file(path: &Path) -> Result<UserExport, StoreError> {
     let text = read_utf8(path)?;

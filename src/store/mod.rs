@@ -6,7 +6,9 @@
 //! SQLite is linked in (`rusqlite`, bundled) and the file is the only thing written.
 //!
 //! The schema is an append-only list of migrations ([`schema`]) applied in one exclusive transaction and
-//! tracked in `PRAGMA user_version`; a database newer than this binary is refused with a hint.
+//! tracked in `PRAGMA user_version`; a database newer than this binary is refused with a hint. A store
+//! is stamped with `PRAGMA application_id` ([`schema::APPLICATION_ID`]); what a file is gets checked
+//! before anything in it changes, so another program's SQLite file is refused, never taken over.
 //!
 //! Durability and privacy, set on every connection by [`Store::open`]:
 //! - `journal_mode = WAL`, `synchronous = FULL`: a committed write survives a crash or power loss;
@@ -79,16 +81,22 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    /// The file is a SQLite database of another program, or of an unknown schema.
+    #[error("`{path}` is not a chameleon store: {reason}")]
+    NotOurs { path: PathBuf, reason: String },
+    /// A schema migration failed (none of it was applied).
+    #[error("cannot bring `{path}` to schema version {version}: {detail}")]
+    Migration {
+        path: PathBuf,
+        version: i64,
+        detail: String,
+    },
     /// A query failed.
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
-    /// A file could not be read.
-    #[error("cannot read `{path}`")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read (missing, not a regular file, too large).
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// No user has this name.
     #[error("no user `{0}`")]
     UnknownUser(String),
@@ -180,16 +188,23 @@ impl StoreError {
                     path.display()
                 ))
             }
+            StoreError::Open { source: OpenError::Sqlite(e), .. } if is_busy(e) => Some(BUSY_HINT.into()),
             StoreError::Open { .. } => {
                 Some("check the path and its permissions, or choose another file with `--db PATH`".into())
             }
+            StoreError::NotOurs { .. } => Some(
+                "chameleon keeps its data in a file of its own: choose a new or chameleon file with `--db PATH`"
+                    .into(),
+            ),
+            StoreError::Migration { .. } => Some(
+                "the file was changed outside chameleon; nothing was applied. Use another file with `--db PATH`"
+                    .into(),
+            ),
             StoreError::TooNew { .. } => Some(
                 "it was written by a newer chameleon: upgrade chameleon, or use another database with `--db PATH`"
                     .into(),
             ),
-            StoreError::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
-                Some("another chameleon process is writing to the database; try again when it is done".into())
-            }
+            StoreError::Sqlite(e) if is_busy(e) => Some(BUSY_HINT.into()),
             StoreError::UnknownUser(name) => Some(format!(
                 "list users with `chameleon user list`, or add this one with `chameleon user add {name}`"
             )),
@@ -213,9 +228,20 @@ impl StoreError {
                  or fit a new profile with this one"
             )),
             StoreError::CorruptProfile { .. } => Some("fit the profile again to replace the damaged one".into()),
-            StoreError::Sqlite(_) | StoreError::Read { .. } | StoreError::InvalidProfile { .. } => None,
+            StoreError::File(e) => e.hint(),
+            StoreError::Sqlite(_) | StoreError::InvalidProfile { .. } => None,
         }
     }
+}
+
+const BUSY_HINT: &str =
+    "another chameleon process is writing to the database; try again when it is done";
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Defines a row id newtype that SQLite reads and writes as an integer.
@@ -295,10 +321,29 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        create_private(path).map_err(|e| open_err(e.into()))?;
+        if !create_private(path).map_err(|e| open_err(e.into()))? {
+            // an existing path must be a regular file: SQLite would block reading a FIFO
+            crate::files::check_regular(path)?;
+        }
         let mut conn = Connection::open(path).map_err(|e| open_err(e.into()))?;
-        configure(&conn).map_err(|e| open_err(e.into()))?;
-        schema::migrate(&mut conn, path)?;
+        // from the first statement on, a lock held by another process is waited for
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| open_err(e.into()))?;
+        // what the file is, before anything in it changes (the journal mode included)
+        // (one read transaction: the pragmas and the tables from one snapshot, even while another
+        // process creates the store)
+        let seen = {
+            let snapshot = conn.unchecked_transaction()?;
+            let seen = schema::identify(&snapshot, path);
+            snapshot.finish()?;
+            seen
+        }
+        .map_err(|e| match e {
+            StoreError::Sqlite(e) => open_err(e.into()),
+            other => other,
+        })?;
+        retry_busy(|| configure(&conn)).map_err(|e| open_err(e.into()))?;
+        schema::migrate(&mut conn, path, &seen)?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -317,8 +362,9 @@ impl Store {
     }
 }
 
-/// Create the directory (`0700`) and the file (`0600`) if they are missing.
-fn create_private(path: &Path) -> std::io::Result<()> {
+/// Create the directory (`0700`) and the file (`0600`) if they are missing; whether the file was
+/// created.
+fn create_private(path: &Path) -> std::io::Result<bool> {
     #[cfg(unix)]
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
@@ -337,15 +383,30 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     options.mode(0o600);
     match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// Run `f` again while it fails with "database is locked", up to [`BUSY_TIMEOUT`]. SQLite waits on a
+/// lock through the busy timeout, except where waiting could deadlock: two processes that both read
+/// a new file and then both switch it to WAL get an immediate `SQLITE_BUSY` in one of them. Retrying
+/// the whole step (it holds no lock when it fails) is what resolves that.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match f() {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
 /// The settings every connection runs with (see the module documentation for why).
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", true)?;

@@ -73,7 +73,7 @@ pub struct Profile {
 }
 
 /// What is wrong with a profile to be saved.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProfileError {
     /// The model fingerprint is empty.
     #[error("the model fingerprint is empty")]
@@ -98,6 +98,16 @@ pub enum ProfileError {
     /// A NaN or infinite value.
     #[error("layer {layer}: `{which}` is not finite")]
     NonFinite { layer: usize, which: &'static str },
+    /// A direction that is neither unit nor zero.
+    #[error("layer {layer}: `{which}` has norm {}, not 1 (or 0: no direction)", crate::steer::show(*norm))]
+    NotUnit {
+        layer: usize,
+        which: &'static str,
+        norm: f64,
+    },
+    /// A per-layer scale of the additive edit that is negative, not finite, or absurdly large.
+    #[error("layer {layer}: the additive scale {} is outside [0, 1e6]", crate::steer::show(*scale))]
+    BadScale { layer: usize, scale: f64 },
     /// A selected layer without directions.
     #[error("selected layer {0} has no directions")]
     SelectedMissing(usize),
@@ -145,12 +155,25 @@ impl Profile {
                 if !v.iter().all(|x| x.is_finite()) {
                     return Err(ProfileError::NonFinite { layer, which });
                 }
+                let norm = crate::steer::norm64(v);
+                if norm != 0.0 && (norm - 1.0).abs() > f64::from(crate::steer::UNIT_TOLERANCE) {
+                    return Err(ProfileError::NotUnit { layer, which, norm });
+                }
             }
             if !l.ccs_loss.is_finite() {
                 return Err(ProfileError::NonFinite {
                     layer,
                     which: "ccs_loss",
                 });
+            }
+        }
+        // the additive edit's per-layer scales (the `align` route's), where the fit recorded them
+        if let Some(scales) = self.params["align"]["scale"].as_array() {
+            for (layer, v) in scales.iter().enumerate() {
+                let scale = v.as_f64().unwrap_or(f64::NAN);
+                if !(0.0..=f64::from(crate::steer::MAX_SCALE)).contains(&scale) {
+                    return Err(ProfileError::BadScale { layer, scale });
+                }
             }
         }
         let mut selected = HashSet::new();
@@ -340,13 +363,16 @@ fn load_body(conn: &Connection, owner: &Owner, head: Head) -> Result<Profile, St
         .map_err(|e| corrupt(format!("the selected layers do not parse: {e}")))?;
     let params = serde_json::from_str(&head.params)
         .map_err(|e| corrupt(format!("the parameters do not parse: {e}")))?;
-    Ok(Profile {
+    let profile = Profile {
         model: head.model,
         selected_layers,
         layers,
         params,
         created: head.created,
-    })
+    };
+    // what the engine relies on is checked again: the file may have been changed outside chameleon
+    profile.check().map_err(|e| corrupt(e.to_string()))?;
+    Ok(profile)
 }
 
 /// Insert a checked profile inside the caller's transaction, replacing the owner's one for the same model.

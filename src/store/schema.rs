@@ -132,39 +132,138 @@ pub fn current_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-/// Bring the database up to [`current_version`], in one exclusive transaction.
+/// `PRAGMA application_id` of a chameleon store ("Cham"): set on creation, so another program's
+/// SQLite file is never taken for one (see `sqlite3`'s `magic.txt` for the ids other formats use).
+pub const APPLICATION_ID: i32 = 0x4368_616d;
+
+/// What an existing file is, read before anything in it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// No tables and no application id: a new file, chameleon's to create.
+    Empty,
+    /// A chameleon store at this schema version (stores written before application ids are
+    /// recognised by their tables and get the id on their next migration).
+    Chameleon { version: i64, stamped: bool },
+}
+
+/// Identify the database on `conn` without writing to it: chameleon's (at a version this binary
+/// knows), or empty.
+///
+/// # Errors
+/// [`StoreError::NotOurs`] naming what disagreed (the application id, a table, the version);
+/// [`StoreError::TooNew`] for a chameleon store of a newer version.
+pub fn identify(conn: &Connection, path: &Path) -> Result<Identity, StoreError> {
+    let known = current_version();
+    let not_ours = |reason: String| StoreError::NotOurs {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let app_id: i32 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if app_id == APPLICATION_ID {
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known,
+            });
+        }
+        return Ok(Identity::Chameleon {
+            version,
+            stamped: true,
+        });
+    }
+    if app_id != 0 {
+        return Err(not_ours(format!(
+            "its application id is {app_id:#010x}, not chameleon's ({APPLICATION_ID:#010x})"
+        )));
+    }
+    let found = schema_objects(conn)?;
+    if found.is_empty() && version == 0 {
+        return Ok(Identity::Empty);
+    }
+    let chameleon_version = (1..=known).contains(&version);
+    let expected = expected_objects(if chameleon_version { version } else { known })?;
+    if let Some((kind, name)) = found.iter().find(|o| !expected.contains(o)) {
+        return Err(not_ours(format!(
+            "it has a {kind} `{name}` that a chameleon store does not"
+        )));
+    }
+    if !chameleon_version {
+        return Err(not_ours(format!(
+            "it has no chameleon application id and its schema version is {version}"
+        )));
+    }
+    if let Some((kind, name)) = expected.iter().find(|o| !found.contains(o)) {
+        return Err(not_ours(format!(
+            "it lacks the {kind} `{name}` of a chameleon store of version {version}"
+        )));
+    }
+    Ok(Identity::Chameleon {
+        version,
+        stamped: false,
+    })
+}
+
+/// The tables, indexes, views and triggers in a database, as `(type, name)`, SQLite's own left out.
+fn schema_objects(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name",
+    )?;
+    stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
+}
+
+/// The objects a chameleon store of `version` has: its migrations run in memory.
+fn expected_objects(version: i64) -> rusqlite::Result<Vec<(String, String)>> {
+    let conn = Connection::open_in_memory()?;
+    let n = usize::try_from(version).unwrap_or(0).min(MIGRATIONS.len());
+    for m in &MIGRATIONS[..n] {
+        conn.execute_batch(m)?;
+    }
+    schema_objects(&conn)
+}
+
+/// Bring the database up to [`current_version`], in one exclusive transaction, and stamp it with
+/// [`APPLICATION_ID`]. Call [`identify`] first: this re-identifies under the lock (another process
+/// may have created or migrated the file in between) and changes nothing in a file that is not
+/// chameleon's.
 ///
 /// A database at the current version is left untouched (nothing is written).
 ///
 /// # Errors
-/// [`StoreError::TooNew`] when the database's version is newer than this binary's;
-/// [`StoreError::Sqlite`] when a migration fails, in which case none of them is applied.
-pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+/// As [`identify`]; [`StoreError::Migration`] when a migration fails, in which case none of them is
+/// applied.
+pub fn migrate(conn: &mut Connection, path: &Path, seen: &Identity) -> Result<(), StoreError> {
     let known = current_version();
-    let too_new = |found| StoreError::TooNew {
-        path: path.to_path_buf(),
-        found,
-        known,
-    };
-    // a cheap read first: most opens find the schema current and need no write lock at all
-    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if found > known {
-        return Err(too_new(found));
-    }
-    if found == known {
+    if matches!(seen, Identity::Chameleon { version, stamped: true } if *version == known) {
+        // most opens: a current store, no write lock needed
         return Ok(());
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
-    // read again under the lock: another process may have migrated in between
-    let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if found > known {
-        return Err(too_new(found));
-    }
-    let start = usize::try_from(found).unwrap_or(0);
-    for migration in &MIGRATIONS[start..] {
-        tx.execute_batch(migration)?;
+    let start = match identify(&tx, path)? {
+        Identity::Empty => 0,
+        Identity::Chameleon { version, .. } => usize::try_from(version).unwrap_or(0),
+    };
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(start) {
+        tx.execute_batch(migration)
+            .map_err(|e| StoreError::Migration {
+                path: path.to_path_buf(),
+                version: i as i64 + 1,
+                detail: sqlite_message(&e),
+            })?;
     }
     tx.pragma_update(None, "user_version", known)?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
     tx.commit()?;
     Ok(())
+}
+
+/// SQLite's own message of an error, without the statement it came from.
+fn sqlite_message(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
+        other => other.to_string(),
+    }
 }

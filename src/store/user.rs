@@ -49,6 +49,10 @@ pub struct Forgotten {
     pub profiles: usize,
     /// Rows of `profile_layers` of those profiles.
     pub profile_layers: usize,
+    /// Whether the removed rows' bytes are gone from the files when `forget` returns. False when
+    /// another process kept reading the store through the wait: SQLite then keeps the old pages until
+    /// that reader closes, and a later checkpoint overwrites them.
+    pub erased: bool,
 }
 
 impl Forgotten {
@@ -73,6 +77,13 @@ impl fmt::Display for Forgotten {
         for (i, (table, n)) in self.per_table().into_iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };
             write!(f, "{sep} {n} from `{table}`")?;
+        }
+        if !self.erased {
+            write!(
+                f,
+                "\nnote: another process is reading the store, so the removed text stays in the file \
+                 until that process closes it (chameleon overwrites it on its next write after that)"
+            )?;
         }
         Ok(())
     }
@@ -176,18 +187,22 @@ impl Store {
         let tx = self.begin_write()?;
         let user =
             find_user(&tx, name)?.ok_or_else(|| StoreError::UnknownUser(name.to_string()))?;
-        let forgotten = forget(&tx, &user)?;
+        let mut forgotten = forget(&tx, &user)?;
         tx.commit()?;
-        self.truncate_wal();
+        forgotten.erased = self.truncate_wal();
         Ok(forgotten)
     }
 
-    /// Copy the write-ahead log into the database and empty it. Best effort: a reader in another
-    /// process can keep frames alive, and SQLite then truncates the log on a later checkpoint.
-    pub(super) fn truncate_wal(&self) {
-        let _ = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    /// Copy the write-ahead log into the database and empty it, so deleted rows' bytes (overwritten
+    /// in the log by `secure_delete`) are overwritten in the database file too. Waits for readers in
+    /// other processes up to the busy timeout; whether the checkpoint completed (a reader that stays
+    /// keeps the old pages alive, and a later checkpoint finishes the job).
+    pub(super) fn truncate_wal(&self) -> bool {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .is_ok_and(|busy| busy == 0)
     }
 }
 
@@ -243,6 +258,8 @@ pub(super) fn forget(conn: &Connection, user: &User) -> rusqlite::Result<Forgott
         profiles,
         profile_layers,
         users: conn.execute("DELETE FROM users WHERE id = ?1", [id])?,
+        // until the caller's checkpoint says otherwise
+        erased: false,
     };
     Ok(forgotten)
 }
