@@ -32,5 +32,6 @@ pub mod llm;
 pub mod paths;
 pub mod personalize;
 pub mod retrieval;
+pub mod serve;
 pub mod steer;
 pub mod store;

@@ -210,6 +210,69 @@ impl PromptPart {
     }
 }
 
+/// The stored profile of `owner` for `model`, if there is one.
+///
+/// # Errors
+/// An unknown owner; a damaged profile; a model whose file cannot be read.
+pub fn stored_profile(
+    store: &Store,
+    model: &Model,
+    owner: &Owner,
+) -> anyhow::Result<Option<Profile>> {
+    let identity = ModelIdentity {
+        fingerprint: model.fingerprint()?.to_string(),
+        n_layer: model.n_layer(),
+        hidden: model.n_embd(),
+    };
+    Ok(store.load_profile(owner, &identity)?)
+}
+
+/// What user `name`'s profile adds to a request's text under its way (`way` overrides the policy's):
+/// `None` for the paper's profiles (an edit only).
+///
+/// # Errors
+/// A store that cannot be read.
+pub fn prompt_part_for(
+    store: &Store,
+    name: &str,
+    profile: &Profile,
+    way: Option<Way>,
+) -> anyhow::Result<Option<PromptPart>> {
+    let Some(way) = profile_way(profile, way) else {
+        return Ok(None);
+    };
+    let user = store.require_user(name)?;
+    let history = store.history(user.id)?;
+    let ids: Vec<i64> = profile
+        .params
+        .get("selected")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let selected = history
+        .iter()
+        .filter(|h| ids.contains(&h.id.get()))
+        .cloned()
+        .collect();
+    let kind = history.first().map(|h| h.task.clone()).unwrap_or_default();
+    Ok(Some(PromptPart {
+        way,
+        family: TaskFamily::from_kind(&kind),
+        selected,
+        k: profile
+            .params
+            .pointer("/fit/k")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(10, |k| k as usize),
+        insight: profile
+            .params
+            .get("insight")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        history,
+    }))
+}
+
 impl ProfileArgs {
     fn owner(&self) -> anyhow::Result<Option<Owner>> {
         if let Some(p) = &self.profile {
@@ -252,40 +315,11 @@ impl ProfileArgs {
         let Some((owner, profile)) = self.profile(model, global)? else {
             return Ok(None);
         };
-        let (Some(way), Owner::User(name)) = (profile_way(&profile, self.way), &owner) else {
+        let Owner::User(name) = &owner else {
             return Ok(None);
         };
         let store = Store::open(&global.db_path())?;
-        let user = store.require_user(name)?;
-        let history = store.history(user.id)?;
-        let ids: Vec<i64> = profile
-            .params
-            .get("selected")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        let selected = history
-            .iter()
-            .filter(|h| ids.contains(&h.id.get()))
-            .cloned()
-            .collect();
-        let kind = history.first().map(|h| h.task.clone()).unwrap_or_default();
-        Ok(Some(PromptPart {
-            way,
-            family: TaskFamily::from_kind(&kind),
-            selected,
-            k: profile
-                .params
-                .pointer("/fit/k")
-                .and_then(serde_json::Value::as_u64)
-                .map_or(10, |k| k as usize),
-            insight: profile
-                .params
-                .get("insight")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            history,
-        }))
+        prompt_part_for(&store, name, &profile, self.way)
     }
 
     /// The owner and the stored profile these flags name (`None`: no profile asked for).
@@ -297,12 +331,7 @@ impl ProfileArgs {
             return Ok(None);
         };
         let store = Store::open(&global.db_path())?;
-        let identity = ModelIdentity {
-            fingerprint: model.fingerprint()?.to_string(),
-            n_layer: model.n_layer(),
-            hidden: model.n_embd(),
-        };
-        let Some(profile) = store.load_profile(&owner, &identity)? else {
+        let Some(profile) = stored_profile(&store, model, &owner)? else {
             let fit = match &owner {
                 Owner::User(u) => format!("--user {u}"),
                 Owner::Group(g) => format!("--group {g}"),

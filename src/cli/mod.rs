@@ -141,6 +141,8 @@ pub enum Command {
     Import(export::ImportArgs),
     /// Evaluate on LaMP-format data: CHAMELEON against its baselines, with LaMP's metrics.
     Eval(eval::EvalArgs),
+    /// Serve the OpenAI HTTP API locally; every request answered through its user's profile.
+    Serve(crate::serve::ServeArgs),
 }
 
 /// Run a parsed command line.
@@ -161,6 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::run_export(args, &cli.global),
         Command::Import(args) => export::run_import(args, &cli.global),
         Command::Eval(args) => eval::run(args, &cli.global),
+        Command::Serve(args) => crate::serve::run(args, &cli.global),
     }
 }
 

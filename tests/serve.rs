@@ -1,0 +1,464 @@
+//! `chameleon serve` end to end: the real binary on a free loopback port, the real model, a real HTTP
+//! client (ureq). A request answered through a user's profile says what `chameleon generate --user`
+//! says for the same message (greedy decoding), and one without a user what the plain model says.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::ok;
+use serde_json::{Value, json};
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `chameleon serve` on a free port and wait for its ready line.
+fn serve(db: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chameleon"))
+        .arg("--db")
+        .arg(db)
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--threads",
+            common::THREADS,
+            "--ctx",
+            "2048",
+        ])
+        .arg("--model")
+        .arg(common::smollm())
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the server exited before it was ready")
+            .unwrap();
+        if let Some(rest) = line.split("ready on ").nth(1) {
+            // the line names the API's base URL (`http://ADDR/v1`), what clients are given
+            let base = rest.split_whitespace().next().unwrap();
+            break base.trim_end_matches("/v1").to_string();
+        }
+    };
+    // keep draining the log so the server never blocks on a full pipe
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// POST `body` to `path`; the status, the `x-chameleon-profile` header and the body.
+fn post(
+    server: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut req = agent()
+        .post(format!("{}{path}", server.url))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    let profile = resp
+        .headers()
+        .get("x-chameleon-profile")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, profile, resp.body_mut().read_to_string().unwrap())
+}
+
+fn get(server: &Server, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = agent().get(format!("{}{path}", server.url));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.call().unwrap();
+    (
+        resp.status().as_u16(),
+        resp.body_mut().read_to_string().unwrap(),
+    )
+}
+
+/// A POST announcing a `len`-byte body, of which only the headers are sent: the status and body.
+fn oversized(server: &Server, key: &str, len: usize) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    )
+    .unwrap();
+    // read the head, then exactly the body it announces (the connection may stay open)
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head, body_len) = loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed the connection without an answer");
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            break (end + 4, len);
+        }
+    };
+    while raw.len() < head + body_len {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0);
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+    let body = text[head..head + body_len].to_string();
+    (status, body)
+}
+
+fn chameleon(db: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_chameleon"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap();
+    ok(out)
+}
+
+const PROMPT: &str = "Name a film for a rainy evening.";
+
+/// A store with `alice` (a strong profile for SmolLM2, written as an export: unit directions at
+/// three middle layers) and `bob` (no profile).
+fn store(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("c.db");
+    let info: Value = serde_json::from_str(&chameleon(
+        &db,
+        &[
+            "info",
+            "--json",
+            "--model",
+            common::smollm().to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let (n_layer, hidden) = (30usize, 576usize);
+    let layers: Vec<Value> = (0..n_layer)
+        .map(|l| {
+            json!({"layer": l, "p": common::unit(hidden, l as u64 + 1),
+                   "n": common::unit(hidden, l as u64 + 101), "ccs_loss": 0.0})
+        })
+        .collect();
+    let export = json!({
+        "format": "chameleon-user", "version": 1,
+        "user": {"name": "alice", "created": 1},
+        "history": [{"input": "a film", "output": "Solaris"}],
+        "profiles": [{
+            "model": {"fingerprint": info["fingerprint"], "n_layer": n_layer, "hidden": hidden},
+            "selected_layers": [10, 11, 12],
+            "layers": layers,
+            "params": {"fit": {"alpha": 8.0, "beta": 0.0}},
+            "created": 2,
+        }],
+    });
+    let file = dir.join("alice.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    chameleon(&db, &["import", file.to_str().unwrap()]);
+    chameleon(&db, &["user", "add", "bob"]);
+    db
+}
+
+fn generate(db: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "generate",
+        "--prompt",
+        PROMPT,
+        "--max-tokens",
+        "24",
+        "--threads",
+        common::THREADS,
+        "--model",
+    ];
+    let model = common::smollm();
+    args.push(model.to_str().unwrap());
+    args.extend_from_slice(extra);
+    chameleon(db, &args).trim_end_matches('\n').to_string()
+}
+
+fn chat_body(extra: Value) -> String {
+    let mut body = json!({
+        "model": "smollm2-135m",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": 24,
+        "temperature": 0,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body.to_string()
+}
+
+#[test]
+fn each_request_is_answered_through_its_own_users_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(dir.path());
+    let personal = generate(&db, &["--user", "alice"]);
+    let plain = generate(&db, &[]);
+    assert_ne!(personal, plain, "the test profile must change the answer");
+
+    let server = serve(&db, &[]);
+    let (status, health) = get(&server, "/health", &[]);
+    assert_eq!((status, health.contains("ok")), (200, true), "{health}");
+    let (status, models) = get(&server, "/v1/models", &[]);
+    assert_eq!(status, 200);
+    let models: Value = serde_json::from_str(&models).unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["smollm2-135m", "smollm2-135m:alice", "smollm2-135m:bob"]
+    );
+
+    // alice, named three ways, and interleaved with plain requests: always her answer
+    for (extra, headers) in [
+        (json!({"user": "alice"}), vec![]),
+        (json!({}), vec![("x-chameleon-user", "alice")]),
+        (json!({"model": "smollm2-135m:alice"}), vec![]),
+    ] {
+        let (status, header, body) =
+            post(&server, "/v1/chat/completions", &headers, &chat_body(extra));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            personal.as_str(),
+            "{body}"
+        );
+        assert_eq!(v["chameleon"]["user"], "alice");
+        assert_eq!(v["chameleon"]["profile"], true);
+        assert_eq!(header, "user=alice; edit=yes");
+        assert_eq!(v["object"], "chat.completion");
+        let usage = &v["usage"];
+        assert_eq!(
+            usage["total_tokens"].as_u64().unwrap(),
+            usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+        );
+
+        let (status, header, body) =
+            post(&server, "/v1/chat/completions", &[], &chat_body(json!({})));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            plain.as_str(),
+            "{body}"
+        );
+        assert_eq!(header, "none");
+    }
+
+    // bob has no profile: the plain answer, and the response says why
+    let (_, header, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &[],
+        &chat_body(json!({"user": "bob"})),
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], plain.as_str());
+    assert_eq!(header, "none");
+    assert!(
+        v["chameleon"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("no profile"),
+        "{body}"
+    );
+    // an unknown `user` field (a client's own id) is answered plainly and reported
+    let (status, _, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &[],
+        &chat_body(json!({"user": "u-8f2a"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], plain.as_str());
+    assert!(
+        v["chameleon"]["note"].as_str().unwrap().contains("u-8f2a"),
+        "{body}"
+    );
+
+    // streaming: the deltas join to the same answer, then the finish, the usage and [DONE]
+    let (status, header, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &[],
+        &chat_body(
+            json!({"user": "alice", "stream": true, "stream_options": {"include_usage": true}}),
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header, "user=alice; edit=yes");
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{body}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, personal);
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"].is_string())
+    );
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"].as_array().unwrap().len(), 0);
+    assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // text completions take the prompt as is
+    let (status, _, body) = post(
+        &server,
+        "/v1/completions",
+        &[],
+        &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0})
+            .to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["object"], "text_completion");
+    assert!(!v["choices"][0]["text"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn bad_requests_get_openai_errors_and_keys_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    chameleon(&db, &["user", "add", "carol"]);
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "s3cret\n").unwrap();
+    let server = serve(&db, &["--api-key-file", key_file.to_str().unwrap()]);
+    let auth = [("authorization", "Bearer s3cret")];
+
+    // the key: none or a wrong one is 401 on /v1, /health needs none
+    assert_eq!(get(&server, "/v1/models", &[]).0, 401);
+    assert_eq!(
+        get(&server, "/v1/models", &[("authorization", "Bearer s3cres")]).0,
+        401
+    );
+    assert_eq!(get(&server, "/v1/models", &auth).0, 200);
+    assert_eq!(get(&server, "/health", &[]).0, 200);
+
+    let error = |status: u16, body: &str, want: u16, needle: &str| {
+        assert_eq!(status, want, "{body}");
+        let v: Value = serde_json::from_str(body).unwrap();
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{msg}");
+        assert!(v["error"]["type"].is_string());
+    };
+    let (s, _, b) = post(&server, "/v1/chat/completions", &auth, "{not json");
+    error(s, &b, 400, "not valid");
+    let (s, _, b) = post(
+        &server,
+        "/v1/chat/completions",
+        &auth,
+        &chat_body(json!({"max_tokens": -1})),
+    );
+    error(s, &b, 400, "`max_tokens` must be 0 or more");
+    let (s, _, b) = post(
+        &server,
+        "/v1/chat/completions",
+        &auth,
+        &json!({"messages": []}).to_string(),
+    );
+    error(s, &b, 400, "`messages` is empty");
+    let (s, _, b) = post(
+        &server,
+        "/v1/chat/completions",
+        &[auth[0], ("x-chameleon-user", "dave")],
+        &chat_body(json!({})),
+    );
+    error(s, &b, 404, "no user `dave`");
+    let (s, _, b) = post(
+        &server,
+        "/v1/chat/completions",
+        &auth,
+        &chat_body(json!({"model": "smollm2-135m:erin"})),
+    );
+    error(s, &b, 404, "no user `erin`");
+    // a body over the limit is refused from its Content-Length, before it is read (the server then
+    // closes the connection, so the client sends the headers only and reads the answer)
+    let (s, b) = oversized(&server, "s3cret", 5 << 20);
+    error(s, &b, 413, "limit");
+    // a known user without a profile is answered
+    let (s, header, b) = post(
+        &server,
+        "/v1/chat/completions",
+        &auth,
+        &chat_body(json!({"user": "carol", "max_tokens": 2})),
+    );
+    assert_eq!((s, header.as_str()), (200, "none"), "{b}");
+}
+
+#[test]
+fn a_public_address_without_a_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chameleon"))
+        .arg("--db")
+        .arg(dir.path().join("c.db"))
+        .args(["serve", "--host", "0.0.0.0", "--port", "0"])
+        .env_remove("CHAMELEON_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("API key"), "{stderr}");
+}
