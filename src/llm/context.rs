@@ -25,6 +25,9 @@ pub struct ContextParams {
     pub hook: bool,
     /// Compute mean-pooled embeddings ([`Context::embed`]) instead of logits.
     pub embeddings: bool,
+    /// Sequences decoded together ([`Context::decode_rows`]); 1 for everything else. Above 1 the KV
+    /// cache is one unified stream, so a batch's rows reach the eval callback in the batch's order.
+    pub n_seq: u32,
 }
 
 impl Default for ContextParams {
@@ -35,6 +38,7 @@ impl Default for ContextParams {
             n_threads: None,
             hook: true,
             embeddings: false,
+            n_seq: 1,
         }
     }
 }
@@ -88,6 +92,20 @@ pub struct Generation {
     pub n_prompt: usize,
     /// Why it ended.
     pub stop: StopReason,
+}
+
+/// One token of a batch of several sequences ([`Context::decode_rows`]).
+#[derive(Debug, Clone)]
+pub struct BatchRow {
+    pub token: Token,
+    /// Its position in its sequence.
+    pub pos: usize,
+    /// The sequence (0 to `n_seq - 1`).
+    pub seq: i32,
+    /// Whether to compute its logits.
+    pub output: bool,
+    /// The edit plan of its sequence.
+    pub plan: Arc<EditPlan>,
 }
 
 /// What to capture: the MLP outputs of these layers.
@@ -220,7 +238,10 @@ impl<'m> Context<'m> {
         cp.n_ctx = params.n_ctx;
         cp.n_batch = n_batch;
         cp.n_ubatch = n_batch;
-        cp.n_seq_max = 1;
+        cp.n_seq_max = params.n_seq.max(1);
+        // one stream keeps the batch's order in every ubatch (`split_simple`), which the per-row edit
+        // of several sequences relies on
+        cp.kv_unified = params.n_seq > 1;
         cp.n_threads = n_threads;
         cp.n_threads_batch = n_threads;
         cp.no_perf = true;
@@ -510,6 +531,108 @@ impl<'m> Context<'m> {
         Ok(())
     }
 
+    /// Decode one batch of several sequences' tokens, each row edited with its own plan (the KV cells
+    /// of a sequence are then computed under its plan only, as long as every batch gives the sequence
+    /// the same plan). The context must have been created with `n_seq` above every `seq` used and
+    /// with the hook; the rows must fit one batch (`n_batch`). Read a row's logits with
+    /// [`Context::sample_row`] or [`Context::row_logits`].
+    ///
+    /// # Errors
+    /// An empty or oversized batch, a sequence id out of range, a plan of another model's shape, a
+    /// failed decode.
+    pub fn decode_rows(&mut self, rows: &[BatchRow]) -> Result<(), LlmError> {
+        if rows.is_empty() || rows.len() > self.n_batch {
+            return Err(LlmError::Callback(format!(
+                "a batch of {} rows (1 to {} fit)",
+                rows.len(),
+                self.n_batch
+            )));
+        }
+        // SAFETY: live context.
+        let n_seq = unsafe { sys::llama_n_seq_max(self.ptr.as_ptr()) } as i32;
+        let (n_layer, hidden) = (self.model.n_layer(), self.model.n_embd());
+        for r in rows {
+            if !(0..n_seq).contains(&r.seq) {
+                return Err(LlmError::Callback(format!(
+                    "sequence {} out of range: the context has {n_seq}",
+                    r.seq
+                )));
+            }
+            if r.plan.n_layer() != n_layer || r.plan.hidden() != hidden {
+                return Err(LlmError::PlanMismatch {
+                    plan_layers: r.plan.n_layer(),
+                    plan_hidden: r.plan.hidden(),
+                    n_layer,
+                    hidden,
+                });
+            }
+        }
+        // SAFETY: the batch was allocated for `n_batch >= rows.len()` tokens with one seq id each.
+        unsafe {
+            for (i, r) in rows.iter().enumerate() {
+                *self.batch.token.add(i) = r.token;
+                *self.batch.pos.add(i) = r.pos as i32;
+                *self.batch.n_seq_id.add(i) = 1;
+                *(*self.batch.seq_id.add(i)) = r.seq;
+                *self.batch.logits.add(i) = i8::from(r.output);
+            }
+        }
+        self.batch.n_tokens = rows.len() as i32;
+        let Some(h) = self.hook_mut() else {
+            return Err(LlmError::Callback(
+                "per-row edits need a context created with the hook".into(),
+            ));
+        };
+        h.reset_hits();
+        h.set_rows(
+            rows.iter().map(|r| r.plan.clone()).collect(),
+            rows.iter()
+                .filter(|r| r.output)
+                .map(|r| r.plan.clone())
+                .collect(),
+        );
+        if let Some(tp) = self.threadpool {
+            // SAFETY: as in `eval`.
+            unsafe { sys::ggml_threadpool_resume(tp.as_ptr()) };
+        }
+        // SAFETY: live context; the batch holds `rows.len()` initialised tokens.
+        let status = unsafe { sys::llama_decode(self.ptr.as_ptr(), self.batch) };
+        if let Some(tp) = self.threadpool {
+            // SAFETY: as in `eval`.
+            unsafe { sys::ggml_threadpool_pause(tp.as_ptr()) };
+        }
+        let result = if status == 0 {
+            self.check_hook()
+        } else {
+            Err(LlmError::Decode(status))
+        };
+        if let Some(h) = self.hook_mut() {
+            h.clear_rows();
+        }
+        result
+    }
+
+    /// The logits of row `row` of the last [`Context::decode_rows`] batch (a row with `output`).
+    pub fn row_logits(&self, row: usize) -> Option<&[f32]> {
+        let n_vocab = self.model.info().n_vocab;
+        // SAFETY: live context; llama.cpp returns null for a row without logits.
+        let p = unsafe { sys::llama_get_logits_ith(self.ptr.as_ptr(), row as i32) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `n_vocab` floats at a non-null logits row, valid until the next decode (which needs
+        // `&mut self`).
+        Some(unsafe { std::slice::from_raw_parts(p, n_vocab) })
+    }
+
+    /// Forget everything sequence `seq` holds in the KV cache (its cells are free for another).
+    pub fn remove_seq(&mut self, seq: i32) {
+        // SAFETY: live context; removing an unknown or empty sequence is a no-op.
+        unsafe {
+            sys::llama_memory_seq_rm(sys::llama_get_memory(self.ptr.as_ptr()), seq, -1, -1);
+        }
+    }
+
     /// Runs after every decode: no allocation unless there is an error to report.
     fn check_hook(&mut self) -> Result<(), LlmError> {
         let model = self.model;
@@ -652,11 +775,8 @@ impl<'m> Context<'m> {
     ) -> Result<Generation, LlmError> {
         let sampler = Sampler::new(opts);
         self.eval(tokens, false)?;
-        let mut out_tokens = Vec::new();
-        let mut bytes: Vec<u8> = Vec::new();
-        let mut emitted = 0usize;
+        let mut text = TextStream::new(&opts.stop);
         let mut stop = StopReason::MaxTokens;
-        let mut cut: Option<usize> = None;
         for _ in 0..opts.max_tokens {
             // SAFETY: live sampler and context; -1 is the last output, which `eval` guarantees.
             let tok =
@@ -665,47 +785,19 @@ impl<'m> Context<'m> {
                 stop = StopReason::EndOfGeneration;
                 break;
             }
-            out_tokens.push(tok);
-            bytes.extend_from_slice(&self.model.token_bytes(tok));
-            // stop strings: search the text produced so far (answers are short; this stays cheap)
-            if !opts.stop.is_empty() {
-                let text = String::from_utf8_lossy(&bytes);
-                if let Some(at) = opts.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                    cut = Some(at);
-                    stop = StopReason::StopString;
-                    break;
-                }
+            let (piece, stopped) = text.push(self.model, tok);
+            if let Some(piece) = piece {
+                on_text(piece);
             }
-            // stream the longest complete UTF-8 prefix not yet emitted, holding back what could still
-            // become a stop string
-            let valid = match std::str::from_utf8(&bytes[emitted..]) {
-                Ok(s) => s.len(),
-                Err(e) => e.valid_up_to(),
-            };
-            let hold = opts
-                .stop
-                .iter()
-                .map(|s| s.len().saturating_sub(1))
-                .max()
-                .unwrap_or(0);
-            let mut upto = emitted + valid.saturating_sub(hold);
-            while upto > emitted && std::str::from_utf8(&bytes[emitted..upto]).is_err() {
-                upto -= 1;
-            }
-            if upto > emitted {
-                on_text(std::str::from_utf8(&bytes[emitted..upto]).unwrap_or_default());
-                emitted = upto;
+            if stopped {
+                stop = StopReason::StopString;
+                break;
             }
             self.eval(&[tok], false)?;
         }
-        let mut text = String::from_utf8_lossy(&bytes).into_owned();
-        if let Some(at) = cut {
-            text.truncate(at);
-        }
-        if text.len() > emitted
-            && let Some(rest) = text.get(emitted..)
-        {
-            on_text(rest);
+        let (rest, text, out_tokens) = text.finish();
+        if !rest.is_empty() {
+            on_text(&rest);
         }
         Ok(Generation {
             text,
@@ -713,6 +805,13 @@ impl<'m> Context<'m> {
             n_prompt: tokens.len(),
             stop,
         })
+    }
+
+    /// Sample the next token of a sequence from row `row` of the last [`Context::decode_rows`] batch
+    /// (a row with `output`), with that sequence's own sampler.
+    pub fn sample_row(&mut self, sampler: &SeqSampler, row: usize) -> Token {
+        // SAFETY: live sampler and context; llama.cpp checks the row index against its outputs.
+        unsafe { sys::llama_sampler_sample(sampler.0.0.as_ptr(), self.ptr.as_ptr(), row as i32) }
     }
 
     /// Read `tokens` from an empty cache and capture the MLP output of `request.layers` at every
@@ -846,6 +945,87 @@ impl<'m> Context<'m> {
 
 /// A llama.cpp sampler chain, freed on drop.
 struct Sampler(NonNull<sys::llama_sampler>);
+
+/// The sampler of one sequence of a batch ([`Context::sample_row`]): greedy at temperature 0, else
+/// top-k 40, top-p, temperature and a seeded draw, as [`Context::generate`].
+pub struct SeqSampler(Sampler);
+
+impl SeqSampler {
+    pub fn new(opts: &GenerateOptions) -> SeqSampler {
+        SeqSampler(Sampler::new(opts))
+    }
+}
+
+// SAFETY: a sampler chain is plain heap state with no thread affinity; it is used by one thread at
+// a time (`&mut` through the owning sequence).
+unsafe impl Send for SeqSampler {}
+
+/// Generated tokens turned into text as it streams: whole UTF-8 characters only, holding back what
+/// could still become a stop string, and cut before the first stop string.
+#[derive(Debug)]
+pub struct TextStream {
+    bytes: Vec<u8>,
+    tokens: Vec<Token>,
+    emitted: usize,
+    stop: Vec<String>,
+    hold: usize,
+    cut: Option<usize>,
+}
+
+impl TextStream {
+    pub fn new(stop: &[String]) -> TextStream {
+        TextStream {
+            bytes: Vec::new(),
+            tokens: Vec::new(),
+            emitted: 0,
+            stop: stop.to_vec(),
+            hold: stop
+                .iter()
+                .map(|s| s.len().saturating_sub(1))
+                .max()
+                .unwrap_or(0),
+            cut: None,
+        }
+    }
+
+    /// Add a generated token: the text that can be shown now, and whether a stop string appeared
+    /// (the stream is then over).
+    pub fn push(&mut self, model: &Model, tok: Token) -> (Option<&str>, bool) {
+        self.tokens.push(tok);
+        self.bytes.extend_from_slice(&model.token_bytes(tok));
+        // stop strings: search the text produced so far (answers are short; this stays cheap)
+        if !self.stop.is_empty() {
+            let text = String::from_utf8_lossy(&self.bytes);
+            if let Some(at) = self.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                self.cut = Some(at);
+                return (None, true);
+            }
+        }
+        let valid = match std::str::from_utf8(&self.bytes[self.emitted..]) {
+            Ok(s) => s.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        let mut upto = self.emitted + valid.saturating_sub(self.hold);
+        while upto > self.emitted && std::str::from_utf8(&self.bytes[self.emitted..upto]).is_err() {
+            upto -= 1;
+        }
+        if upto > self.emitted {
+            let from = std::mem::replace(&mut self.emitted, upto);
+            return (std::str::from_utf8(&self.bytes[from..upto]).ok(), false);
+        }
+        (None, false)
+    }
+
+    /// The text not shown yet, the whole text, and the tokens.
+    pub fn finish(self) -> (String, String, Vec<Token>) {
+        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
+        if let Some(at) = self.cut {
+            text.truncate(at);
+        }
+        let rest = text.get(self.emitted..).unwrap_or_default().to_string();
+        (rest, text, self.tokens)
+    }
+}
 
 impl Sampler {
     fn new(opts: &GenerateOptions) -> Sampler {

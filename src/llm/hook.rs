@@ -59,6 +59,11 @@ pub(crate) struct HookState {
     /// Per layer: `WANT_EDIT | WANT_CAPTURE` bits.
     want: Vec<u8>,
     pub(crate) plan: Arc<EditPlan>,
+    /// Several sequences in one batch (see `Context::decode_rows`): the plan of each row of the batch,
+    /// and of each row that produces an output, in order (a model's last layer computes only those).
+    /// Empty: `plan` edits every row.
+    pub(crate) rows: Vec<Arc<EditPlan>>,
+    pub(crate) out_rows: Vec<Arc<EditPlan>>,
     /// Captured rows per layer (row-major, `hidden` per row), in the order llama.cpp computed them.
     pub(crate) captured: Vec<Vec<f32>>,
     /// Data calls per layer since the last reset: lets the caller check every wanted layer was found.
@@ -81,6 +86,8 @@ impl HookState {
             hidden,
             want: vec![0; n_layer],
             plan: Arc::new(EditPlan::empty(n_layer, hidden)),
+            rows: Vec::new(),
+            out_rows: Vec::new(),
             captured: vec![Vec::new(); n_layer],
             hits: vec![0; n_layer],
             scratch: Vec::new(),
@@ -99,6 +106,30 @@ impl HookState {
             self.want[e.layer] |= WANT_EDIT;
         }
         self.plan = plan;
+    }
+
+    /// Edit each row of the next batch with its own plan (`rows`, one per token of the batch, and
+    /// `out_rows`, one per token with an output); the layers of every plan are wanted. `clear_rows`
+    /// returns to the single plan.
+    pub(crate) fn set_rows(&mut self, rows: Vec<Arc<EditPlan>>, out_rows: Vec<Arc<EditPlan>>) {
+        for w in &mut self.want {
+            *w &= !WANT_EDIT;
+        }
+        for plan in &rows {
+            for e in plan.edits() {
+                self.want[e.layer] |= WANT_EDIT;
+            }
+        }
+        self.rows = rows;
+        self.out_rows = out_rows;
+    }
+
+    /// Back to the single plan after a batch of several sequences.
+    pub(crate) fn clear_rows(&mut self) {
+        self.rows.clear();
+        self.out_rows.clear();
+        let plan = self.plan.clone();
+        self.set_plan(plan);
     }
 
     /// Capture the given layers from the next decode on (replacing an earlier request), or none.
@@ -209,7 +240,26 @@ impl HookState {
     #[inline]
     fn edit_and_capture(&mut self, layer: usize, want: u8, rows: &mut [f32]) {
         if want & WANT_EDIT != 0 {
-            self.plan.apply_rows(layer, rows);
+            if self.rows.is_empty() {
+                self.plan.apply_rows(layer, rows);
+            } else {
+                let n = rows.len() / self.hidden;
+                let plans = if n == self.rows.len() {
+                    &self.rows
+                } else if n == self.out_rows.len() {
+                    &self.out_rows
+                } else {
+                    self.error.get_or_insert(format!(
+                        "layer {layer}: {n} rows, but the batch has {} tokens and {} outputs",
+                        self.rows.len(),
+                        self.out_rows.len()
+                    ));
+                    return;
+                };
+                for (row, plan) in rows.chunks_exact_mut(self.hidden).zip(plans) {
+                    plan.apply_rows(layer, row);
+                }
+            }
         }
         if want & WANT_CAPTURE != 0 {
             self.captured[layer].extend_from_slice(rows);

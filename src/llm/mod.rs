@@ -24,7 +24,8 @@ mod model;
 
 pub use backend::{Device, devices, gpu_offload, set_verbose};
 pub use context::{
-    Capture, CaptureRequest, Context, ContextParams, GenerateOptions, Generation, StopReason,
+    BatchRow, Capture, CaptureRequest, Context, ContextParams, GenerateOptions, Generation,
+    SeqSampler, StopReason, TextStream,
 };
 pub use error::LlmError;
 pub use gguf_io::{Matrix, read_matrices, write_control_vector, write_lora};

@@ -1,19 +1,22 @@
-//! The worker: one thread owns the model, its context and a store connection, and answers the queued
-//! requests one after another, each through its own user's profile (the edit plan is swapped per
-//! request; the context clears its KV cache whenever the plan changes, so states of two plans never
-//! mix).
+//! The worker: one thread owns the model, its context and a store connection, and answers up to
+//! `--parallel` requests at once, each in a sequence of its own, all decoded in one batch with every
+//! token row edited by its own user's plan. A sequence's KV cells are computed under its plan only,
+//! so states of two plans never mix.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::api::Usage;
 use crate::cli::generate::{prompt_part_for, stored_profile};
-use crate::llm::{ChatMessage, ContextParams, GenerateOptions, Model, StopReason};
+use crate::llm::{
+    BatchRow, ChatMessage, ContextParams, GenerateOptions, Model, SeqSampler, TextStream, Token,
+};
 use crate::personalize::{Strengths, profile_plan};
+use crate::steer::EditPlan;
 use crate::store::{Owner, Store};
 
 /// What a request asks the model.
@@ -78,16 +81,52 @@ impl Applied {
     }
 }
 
+/// Counters of the worker's batches, shown by `/health`: they prove several users shared a batch.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Batches decoded.
+    pub batches: AtomicU64,
+    /// The most sequences one batch carried.
+    pub max_sequences: AtomicU64,
+    /// Sequences running now.
+    pub running: AtomicU64,
+}
+
 /// What the worker needs to start.
 pub struct EngineConfig {
     pub model: Model,
+    /// The context of one sequence (`n_ctx` is per sequence).
     pub context: ContextParams,
+    /// Sequences decoded together.
+    pub parallel: usize,
     pub db: PathBuf,
     pub log_prompts: bool,
+    pub stats: Arc<Stats>,
+}
+
+/// One request being answered: its sequence in the shared context.
+struct Slot {
+    seq: i32,
+    events: mpsc::UnboundedSender<Event>,
+    plan: Arc<EditPlan>,
+    /// Tokens to feed next: the prompt (or what is left of it), then each sampled token.
+    pending: Vec<Token>,
+    /// Position of the next token in the sequence.
+    pos: usize,
+    n_prompt: usize,
+    max_tokens: usize,
+    generated: usize,
+    sampler: SeqSampler,
+    text: TextStream,
 }
 
 /// Run the worker on this thread until every sender of `jobs` is gone; `ready` turns true once the
 /// context exists.
+///
+/// Continuous batching: up to `parallel` requests run at once, each in its own sequence of one
+/// context; every step decodes one batch holding the next token of every running sequence and
+/// chunks of new prompts, each row edited with its own user's plan ([`Context::decode_rows`]). A new
+/// request joins at the next step, a finished one leaves and frees its cells.
 ///
 /// # Errors
 /// The context or the store cannot be opened.
@@ -98,95 +137,269 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let EngineConfig {
         model,
-        mut context,
+        context,
+        parallel,
         db,
         log_prompts,
+        stats,
     } = config;
-    context.hook = true;
-    let mut ctx = model.new_context(&context)?;
+    let parallel = parallel.max(1);
+    let per_seq = context.n_ctx as usize;
+    let params = ContextParams {
+        n_ctx: context.n_ctx.saturating_mul(parallel as u32),
+        n_seq: parallel as u32,
+        hook: true,
+        ..context
+    };
+    let mut ctx = model.new_context(&params)?;
+    let budget = params.n_batch.clamp(1, params.n_ctx) as usize;
     let store = Store::open(&db)?;
+    let none = Arc::new(EditPlan::empty(model.n_layer(), model.n_embd()));
     ready.store(true, Ordering::SeqCst);
+    let mut slots: Vec<Slot> = Vec::new();
     let mut served = 0u64;
-    while let Some(job) = jobs.blocking_recv() {
-        if job.events.is_closed() {
+    let mut open = true;
+    loop {
+        // admit new requests: wait for one when idle, take what is queued otherwise
+        while open && slots.len() < parallel {
+            let job = if slots.is_empty() {
+                match jobs.blocking_recv() {
+                    Some(j) => j,
+                    None => {
+                        open = false;
+                        break;
+                    }
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(j) => j,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            };
+            if job.events.is_closed() {
+                continue;
+            }
+            served += 1;
+            let seq = (0..parallel as i32)
+                .find(|s| slots.iter().all(|slot| slot.seq != *s))
+                .unwrap_or(0);
+            let events = job.events.clone();
+            match admit(
+                &model,
+                &ctx,
+                &store,
+                job,
+                seq,
+                per_seq,
+                &none,
+                served,
+                log_prompts,
+            ) {
+                Ok(Some(slot)) => slots.push(slot),
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("request {served}: {e:#}");
+                    let _ = events.send(Event::Failed(format!("{e:#}")));
+                }
+            }
+        }
+        if slots.is_empty() {
+            if open {
+                continue;
+            }
+            return Ok(());
+        }
+        // a client that left frees its sequence
+        slots.retain(|slot| {
+            let gone = slot.events.is_closed();
+            if gone {
+                ctx.remove_seq(slot.seq);
+            }
+            !gone
+        });
+        stats.running.store(slots.len() as u64, Ordering::Relaxed);
+        if slots.is_empty() {
             continue;
         }
-        served += 1;
-        if let Err(e) = answer(&model, &mut ctx, &store, job, served, log_prompts) {
-            eprintln!("request {served}: {e:#}");
+
+        // one batch: the prompts still to read (prefill), or else the next token of every running
+        // sequence (decode), never both, so a new prompt's many rows do not change how the running
+        // sequences' single rows are computed. Either way each row is edited with its own sequence's
+        // plan. llama.cpp still rounds a batch of several sequences slightly differently from one
+        // alone (tests/batch.rs measures it), so a greedy answer can differ from a solo run's.
+        let prefill = slots.iter().any(|s| s.pending.len() > 1);
+        let mut rows = Vec::new();
+        let mut out_row: Vec<Option<usize>> = vec![None; slots.len()];
+        for i in 0..slots.len() {
+            let slot = &mut slots[i];
+            if prefill != (slot.pending.len() > 1) {
+                continue;
+            }
+            let room = budget - rows.len();
+            if room == 0 {
+                break;
+            }
+            let take = slot.pending.len().min(room);
+            for (k, &token) in slot.pending[..take].iter().enumerate() {
+                let last = k + 1 == slot.pending.len();
+                rows.push(BatchRow {
+                    token,
+                    pos: slot.pos + k,
+                    seq: slot.seq,
+                    output: last,
+                    plan: slot.plan.clone(),
+                });
+                if last {
+                    out_row[i] = Some(rows.len() - 1);
+                }
+            }
+            slot.pos += take;
+            slot.pending.drain(..take);
+        }
+        let sequences = rows
+            .iter()
+            .map(|r| r.seq)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.max_sequences.fetch_max(sequences, Ordering::Relaxed);
+        if let Err(e) = ctx.decode_rows(&rows) {
+            // a failed batch fails every request in it
+            for slot in slots.drain(..) {
+                let _ = slot.events.send(Event::Failed(format!("{e}")));
+                ctx.remove_seq(slot.seq);
+            }
+            eprintln!("batch failed: {e}");
+            continue;
+        }
+
+        // sample each sequence whose prompt is in, stream its text, retire the finished
+        let mut finished = Vec::new();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let Some(row) = out_row[i] else {
+                continue;
+            };
+            let tok = ctx.sample_row(&slot.sampler, row);
+            let finish = if model.is_eog(tok) {
+                Some("stop")
+            } else {
+                slot.generated += 1;
+                let (piece, stopped) = slot.text.push(&model, tok);
+                if let Some(piece) = piece {
+                    let _ = slot.events.send(Event::Text(piece.to_string()));
+                }
+                if stopped {
+                    Some("stop")
+                } else if slot.generated >= slot.max_tokens {
+                    Some("length")
+                } else {
+                    slot.pending.push(tok);
+                    None
+                }
+            };
+            if let Some(finish) = finish {
+                finished.push((i, finish));
+            }
+        }
+        for (i, finish) in finished.into_iter().rev() {
+            let slot = slots.swap_remove(i);
+            ctx.remove_seq(slot.seq);
+            let (rest, _, tokens) = slot.text.finish();
+            if !rest.is_empty() {
+                let _ = slot.events.send(Event::Text(rest));
+            }
+            let _ = slot.events.send(Event::Done {
+                usage: Usage::new(slot.n_prompt, tokens.len()),
+                finish,
+            });
         }
     }
-    Ok(())
 }
 
-/// Answer one job; a failure is reported to its client and returned for the log.
-fn answer(
+/// Prepare a job: its user's plan and prompt, its sequence; `None` when it is answered at once
+/// (`max_tokens` 0). The `Start` event is sent here.
+#[allow(clippy::too_many_arguments)]
+fn admit(
     model: &Model,
-    ctx: &mut crate::llm::Context<'_>,
+    ctx: &crate::llm::Context<'_>,
     store: &Store,
     job: Job,
+    seq: i32,
+    per_seq: usize,
+    none: &Arc<EditPlan>,
     n: u64,
     log_prompts: bool,
-) -> anyhow::Result<()> {
-    let events = job.events.clone();
-    let out = (|| -> anyhow::Result<()> {
-        let mut applied = Applied {
-            user: job.user.clone(),
-            ..Applied::default()
-        };
-        let mut part = None;
-        let mut plan = None;
-        if let Some(name) = &job.user {
-            match stored_profile(store, model, &Owner::User(name.clone()))? {
-                None => applied.note = Some("the user has no profile for this model".into()),
-                Some(profile) => {
-                    let p = profile_plan(&profile, &Strengths::default())?;
-                    applied.profile = true;
-                    applied.edit = !p.is_empty();
-                    part = prompt_part_for(store, name, &profile, None)?;
-                    applied.way = part.as_ref().map(|p| p.way().name());
-                    plan = Some(Arc::new(p));
-                }
+) -> anyhow::Result<Option<Slot>> {
+    let mut applied = Applied {
+        user: job.user.clone(),
+        ..Applied::default()
+    };
+    let mut part = None;
+    let mut plan = none.clone();
+    if let Some(name) = &job.user {
+        match stored_profile(store, model, &Owner::User(name.clone()))? {
+            None => applied.note = Some("the user has no profile for this model".into()),
+            Some(profile) => {
+                let p = profile_plan(&profile, &Strengths::default())?;
+                applied.profile = true;
+                applied.edit = !p.is_empty();
+                part = prompt_part_for(store, name, &profile, None)?;
+                applied.way = part.as_ref().map(|p| p.way().name());
+                plan = Arc::new(p);
             }
         }
-        match plan {
-            Some(p) => ctx.set_plan(p)?,
-            None => ctx.clear_plan(),
-        }
-        let prompt = match job.input {
-            Input::Raw(text) => text,
-            Input::Chat(mut messages) => {
-                // the way's history block and insight go in the last user turn, as its policy was scored
-                if let (Some(part), Some(last)) =
-                    (&part, messages.iter_mut().rev().find(|m| m.role == "user"))
-                {
-                    last.content = part.content(&last.content);
-                }
-                model.apply_chat_template(&messages, true)?
-            }
-        };
-        let who = job.user.as_deref().unwrap_or("-");
-        if log_prompts {
-            eprintln!("request {n} for {who}: {prompt:?}");
-        } else {
-            eprintln!("request {n} for {who}: {}", applied.header());
-        }
-        let _ = events.send(Event::Start(applied));
-        let g = ctx.generate(&prompt, &job.opts, |piece| {
-            let _ = events.send(Event::Text(piece.to_string()));
-        })?;
-        let finish = match g.stop {
-            StopReason::MaxTokens => "length",
-            StopReason::EndOfGeneration | StopReason::StopString => "stop",
-        };
-        let _ = events.send(Event::Done {
-            usage: Usage::new(g.n_prompt, g.tokens.len()),
-            finish,
-        });
-        Ok(())
-    })();
-    if let Err(e) = &out {
-        let _ = events.send(Event::Failed(format!("{e:#}")));
     }
-    out
+    let prompt = match job.input {
+        Input::Raw(text) => text,
+        Input::Chat(mut messages) => {
+            // the way's history block and insight go in the last user turn, as its policy was scored
+            if let (Some(part), Some(last)) =
+                (&part, messages.iter_mut().rev().find(|m| m.role == "user"))
+            {
+                last.content = part.content(&last.content);
+            }
+            model.apply_chat_template(&messages, true)?
+        }
+    };
+    let tokens = ctx.tokenize_prompt(&prompt)?;
+    if tokens.is_empty() {
+        anyhow::bail!("the prompt is empty");
+    }
+    if tokens.len() >= per_seq {
+        anyhow::bail!(
+            "the prompt has {} tokens; a request's context holds {per_seq} (`--ctx`)",
+            tokens.len()
+        );
+    }
+    let who = job.user.as_deref().unwrap_or("-");
+    if log_prompts {
+        eprintln!("request {n} for {who}: {prompt:?}");
+    } else {
+        eprintln!("request {n} for {who}: {}", applied.header());
+    }
+    let _ = job.events.send(Event::Start(applied));
+    let max_tokens = job.opts.max_tokens.min(per_seq - tokens.len());
+    if max_tokens == 0 {
+        let _ = job.events.send(Event::Done {
+            usage: Usage::new(tokens.len(), 0),
+            finish: "length",
+        });
+        return Ok(None);
+    }
+    Ok(Some(Slot {
+        seq,
+        events: job.events,
+        plan,
+        n_prompt: tokens.len(),
+        pending: tokens,
+        pos: 0,
+        max_tokens,
+        generated: 0,
+        sampler: SeqSampler::new(&job.opts),
+        text: TextStream::new(&job.opts.stop),
+    }))
 }

@@ -2,9 +2,10 @@
 //! Studio do), so the assistants people use can talk to it unchanged, and that answers every request
 //! through the profile of the user it is for.
 //!
-//! One worker thread owns the model and its context ([`engine`]); the HTTP side ([`routes`], axum on a
-//! small tokio runtime) parses requests, decides whose profile answers, queues the job (a bounded
-//! queue: full is a 503 with `Retry-After`) and streams the answer back.
+//! One worker thread owns the model and its context ([`engine`]) and decodes up to `--parallel`
+//! requests together, each token row edited by its own user's plan; the HTTP side ([`routes`], axum
+//! on a small tokio runtime) parses requests, decides whose profile answers, queues the job (a
+//! bounded queue: full is a 503 with `Retry-After`) and streams the answer back.
 
 pub mod api;
 pub mod engine;
@@ -47,6 +48,12 @@ pub struct ServeArgs {
     /// Read the API key from this file (its first line).
     #[arg(long, value_name = "PATH", conflicts_with = "api_key")]
     pub api_key_file: Option<PathBuf>,
+    /// Requests answered at once, each in its own sequence, decoded together in one batch (every
+    /// token row edited by its own user's profile). `--ctx` is per request. On a GPU build the
+    /// per-row edit runs through the eval callback, which costs about 1 ms a token there (see the
+    /// README, "On a GPU").
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub parallel: usize,
     /// Requests that may wait for the model; beyond them a request gets 503 with `Retry-After`.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub queue: usize,
@@ -102,6 +109,7 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
         .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
     let context = args.model.context_params();
     let ready = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(engine::Stats::default());
     let (jobs, job_rx) = tokio::sync::mpsc::channel(args.queue.max(1));
     let state = Arc::new(routes::AppState {
         jobs,
@@ -112,6 +120,7 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
             sha2::Sha256::digest(k.as_bytes()).into()
         }),
         store: Mutex::new(store),
+        stats: stats.clone(),
         db: db.clone(),
         default_tokens: 512,
         max_tokens: context.n_ctx as usize,
@@ -144,6 +153,7 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
         let model_args = args.model.clone();
         let global = global.clone();
         let log_prompts = args.log_prompts;
+        let parallel = args.parallel.max(1);
         let worker_ready = ready.clone();
         let worker = std::thread::Builder::new()
             .name("chameleon-model".into())
@@ -152,8 +162,10 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
                 let config = engine::EngineConfig {
                     model,
                     context,
+                    parallel,
                     db,
                     log_prompts,
+                    stats,
                 };
                 let announce = worker_ready.clone();
                 std::thread::spawn(move || {

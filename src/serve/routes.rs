@@ -33,6 +33,7 @@ pub struct AppState {
     /// SHA-256 of the API key, when one is required.
     pub api_key: Option<[u8; 32]>,
     pub store: Mutex<Store>,
+    pub stats: Arc<super::engine::Stats>,
     pub db: PathBuf,
     /// `max_tokens` when a request gives none, and the most a request may ask for.
     pub default_tokens: usize,
@@ -52,7 +53,14 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::SeqCst) {
-        axum::Json(json!({"status": "ok"})).into_response()
+        let s = &state.stats;
+        axum::Json(json!({
+            "status": "ok",
+            "running": s.running.load(Ordering::Relaxed),
+            "batches": s.batches.load(Ordering::Relaxed),
+            "max_sequences_in_a_batch": s.max_sequences.load(Ordering::Relaxed),
+        }))
+        .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
