@@ -506,3 +506,36 @@ fn a_public_address_without_a_key_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("API key"), "{stderr}");
 }
+
+/// The official `openai` Python package as the client: models, chat, streaming with usage,
+/// completions, and its own exceptions for our errors. `make test` installs the package into
+/// `target/pydeps`; without Python the test says so loudly and skips.
+#[test]
+fn the_official_openai_package_works_against_it() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!(
+            "\n!!! SKIPPED: python3 is missing, so the `openai` package cannot be tried !!!\n"
+        );
+        return;
+    }
+    let pydeps = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pydeps");
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(dir.path());
+    let personal = generate(&db, &["--user", "alice"]);
+    let plain = generate(&db, &[]);
+    let server = serve(&db, &["--api-key", "k-123"]);
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py"))
+        .args([&format!("{}/v1", server.url), "k-123", &personal, &plain])
+        .env("PYTHONPATH", &pydeps)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'openai'"),
+        "the `openai` package is missing: run `make test`, or \
+         `python3 -m pip install --target target/pydeps openai`"
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
