@@ -428,7 +428,7 @@ fn bad_requests_get_openai_errors_and_keys_are_checked() {
     let db = dir.path().join("c.db");
     chameleon(&db, &["user", "add", "carol"]);
     let key_file = dir.path().join("key");
-    std::fs::write(&key_file, "s3cret\n").unwrap();
+    std::fs::write(&key_file, "# keys\ns3cret\nk-carol carol\n").unwrap();
     let server = serve(&db, &["--api-key-file", key_file.to_str().unwrap()]);
     let auth = [("authorization", "Bearer s3cret")];
 
@@ -482,6 +482,24 @@ fn bad_requests_get_openai_errors_and_keys_are_checked() {
     // closes the connection, so the client sends the headers only and reads the answer)
     let (s, b) = oversized(&server, "s3cret", 5 << 20);
     error(s, &b, 413, "limit");
+    // a key bound to a user: that user answers whatever the request claims, and only they are listed
+    chameleon(&db, &["user", "add", "frank"]);
+    let carol = [("authorization", "Bearer k-carol")];
+    let (s, models) = get(&server, "/v1/models", &carol);
+    assert_eq!(s, 200);
+    assert!(
+        models.contains("smollm2-135m:carol") && !models.contains("frank"),
+        "{models}"
+    );
+    let (s, _, b) = post(
+        &server,
+        "/v1/chat/completions",
+        &[carol[0], ("x-chameleon-user", "frank")],
+        &chat_body(json!({"user": "frank", "max_tokens": 2})),
+    );
+    assert_eq!(s, 200, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["chameleon"]["user"], "carol", "{b}");
     // a known user without a profile is answered
     let (s, header, b) = post(
         &server,

@@ -45,7 +45,9 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_key: Option<String>,
-    /// Read the API key from this file (its first line).
+    /// Read API keys from this file, one per line: `KEY` alone, or `KEY USER` to bind the key to a
+    /// user (requests with it are answered for that user, whatever they claim). Blank lines and lines
+    /// starting with `#` are skipped.
     #[arg(long, value_name = "PATH", conflicts_with = "api_key")]
     pub api_key_file: Option<PathBuf>,
     /// Requests answered at once, each in its own sequence, decoded together in one batch (every
@@ -66,22 +68,34 @@ fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The API key from `--api-key`, `$CHAMELEON_API_KEY` or `--api-key-file`.
-fn api_key(args: &ServeArgs) -> anyhow::Result<Option<String>> {
-    let key = match (&args.api_key, &args.api_key_file) {
-        (Some(k), _) => Some(k.clone()),
-        (None, Some(path)) => {
-            let bytes = crate::files::read_limited(path, 64 << 10, "an API key file")?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| anyhow::anyhow!("`{}` is not UTF-8 text", path.display()))?;
-            Some(text.lines().next().unwrap_or_default().trim().to_string())
-        }
-        (None, None) => None,
-    };
-    match key {
-        Some(k) if k.is_empty() => anyhow::bail!("the API key is empty"),
-        other => Ok(other),
+/// The API keys from `--api-key`, `$CHAMELEON_API_KEY` or `--api-key-file`, each with the user it is
+/// bound to, if any.
+fn api_keys(args: &ServeArgs) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    if let Some(k) = &args.api_key {
+        anyhow::ensure!(!k.trim().is_empty(), "the API key is empty");
+        return Ok(vec![(k.trim().to_string(), None)]);
     }
+    let Some(path) = &args.api_key_file else {
+        return Ok(Vec::new());
+    };
+    let bytes = crate::files::read_limited(path, 1 << 20, "an API key file")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("`{}` is not UTF-8 text", path.display()))?;
+    let keys: Vec<(String, Option<String>)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split_once(char::is_whitespace) {
+            Some((key, user)) => (key.to_string(), Some(user.trim().to_string())),
+            None => (l.to_string(), None),
+        })
+        .collect();
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "`{}` holds no API key\nhint: one per line: `KEY` or `KEY USER`",
+        path.display()
+    );
+    Ok(keys)
 }
 
 /// Run the server until Ctrl-C or SIGTERM.
@@ -90,8 +104,8 @@ fn api_key(args: &ServeArgs) -> anyhow::Result<Option<String>> {
 /// A non-loopback address without a key; an address in use; a store that cannot be opened; a model
 /// that cannot be loaded (reported after the listener is up, as `/health` turns from 503 to 200).
 pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
-    let key = api_key(&args)?;
-    if key.is_none() && !is_loopback(&args.host) {
+    let keys = api_keys(&args)?;
+    if keys.is_empty() && !is_loopback(&args.host) {
         anyhow::bail!(
             "`--host {}` would let anyone who can reach this machine read and use every stored \
              profile\nhint: set an API key (`--api-key`, `--api-key-file` or `$CHAMELEON_API_KEY`), or \
@@ -115,10 +129,13 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
         jobs,
         ready: ready.clone(),
         model_id: model_id.clone(),
-        api_key: key.map(|k| {
-            use sha2::Digest;
-            sha2::Sha256::digest(k.as_bytes()).into()
-        }),
+        api_keys: keys
+            .into_iter()
+            .map(|(k, user)| {
+                use sha2::Digest;
+                (sha2::Sha256::digest(k.as_bytes()).into(), user)
+            })
+            .collect(),
         store: Mutex::new(store),
         stats: stats.clone(),
         db: db.clone(),

@@ -30,8 +30,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The id `/v1/models` lists (the model file's stem); `<id>:<user>` names a user.
     pub model_id: String,
-    /// SHA-256 of the API key, when one is required.
-    pub api_key: Option<[u8; 32]>,
+    /// SHA-256 of each API key (none: no key is required), and the user a key is bound to.
+    pub api_keys: Vec<([u8; 32], Option<String>)>,
     pub store: Mutex<Store>,
     pub stats: Arc<super::engine::Stats>,
     pub db: PathBuf,
@@ -75,30 +75,34 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
-/// The request carries the API key, when one is required. The comparison is of SHA-256 digests in
-/// constant time, so neither the key's bytes nor its length show in the timing.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(want) = &state.api_key else {
-        return Ok(());
-    };
+/// Who may call: no key required, or a key that matches, with the user it is bound to. Keys are
+/// compared as SHA-256 digests in constant time, each of them, so neither a key's bytes nor its length
+/// nor which key matched shows in the timing.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    if state.api_keys.is_empty() {
+        return Ok(None);
+    }
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     let got = sha256(given.trim().as_bytes());
-    let diff = want.iter().zip(&got).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if diff == 0 {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
+    let mut found = None;
+    for (want, user) in &state.api_keys {
+        let diff = want.iter().zip(&got).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            found = Some(user.clone());
+        }
     }
+    found.ok_or_else(ApiError::unauthorized)
 }
 
 async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(e) = authorize(&state, &headers) {
-        return e.into_response();
-    }
+    let bound = match authorize(&state, &headers) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     let users = match state.store.lock().map(|s| s.users()) {
         Ok(Ok(users)) => users,
         _ => return ApiError::internal("cannot read the store").into_response(),
@@ -106,21 +110,25 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     let entry =
         |id: String| json!({"id": id, "object": "model", "created": 0, "owned_by": "chameleon"});
     let mut data = vec![entry(state.model_id.clone())];
+    // a key bound to a user lists that user only: other users' names are not its business
     data.extend(
         users
             .iter()
+            .filter(|u| bound.as_ref().is_none_or(|b| *b == u.user.name))
             .map(|u| entry(format!("{}:{}", state.model_id, u.user.name))),
     );
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-/// Which user a request is for, in the precedence the README gives: the OpenAI `user` field, the
-/// `X-Chameleon-User` header, the model id `<model>:<user>`. A user named by the header or the model
-/// id must exist (404 otherwise); an unknown `user` field (clients fill it with ids of their own) is
+/// Which user a request is for, in the precedence the README gives: the user its API key is bound to
+/// (the credential, not the caller's claim), the OpenAI `user` field, the `X-Chameleon-User` header,
+/// the model id `<model>:<user>`. A user named by the key, the header or the model id must exist (404
+/// otherwise); an unknown `user` field (clients fill it with ids of their own) is
 /// answered without a profile, and the response says so.
 fn resolve_user(
     state: &AppState,
     headers: &HeaderMap,
+    bound: Option<&str>,
     user_field: Option<&str>,
     model: Option<&str>,
 ) -> Result<(Option<String>, Option<String>), ApiError> {
@@ -134,6 +142,13 @@ fn resolve_user(
             .map(|u| u.is_some())
             .map_err(|e| ApiError::internal(format!("cannot read the store: {e}")))
     };
+    if let Some(name) = bound {
+        return if exists(name)? {
+            Ok((Some(name.to_string()), None))
+        } else {
+            Err(ApiError::unknown_user(name, "the API key"))
+        };
+    }
     if let Some(name) = user_field.filter(|n| !n.is_empty()) {
         return if exists(name)? {
             Ok((Some(name.to_string()), None))
@@ -280,9 +295,10 @@ enum Kind {
 }
 
 async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(e) = authorize(&state, &headers) {
-        return e.into_response();
-    }
+    let bound = match authorize(&state, &headers) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     let body = match read_body(&headers, body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -310,8 +326,13 @@ async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body
             req.seed,
             req.stop,
         )?;
-        let (user, note) =
-            resolve_user(&state, &headers, req.user.as_deref(), req.model.as_deref())?;
+        let (user, note) = resolve_user(
+            &state,
+            &headers,
+            bound.as_deref(),
+            req.user.as_deref(),
+            req.model.as_deref(),
+        )?;
         let usage = req.stream_options.is_some_and(|o| o.include_usage);
         Ok(Asked {
             user,
@@ -333,9 +354,10 @@ async fn completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(e) = authorize(&state, &headers) {
-        return e.into_response();
-    }
+    let bound = match authorize(&state, &headers) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     let body = match read_body(&headers, body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -361,8 +383,13 @@ async fn completions(
             req.seed,
             req.stop,
         )?;
-        let (user, note) =
-            resolve_user(&state, &headers, req.user.as_deref(), req.model.as_deref())?;
+        let (user, note) = resolve_user(
+            &state,
+            &headers,
+            bound.as_deref(),
+            req.user.as_deref(),
+            req.model.as_deref(),
+        )?;
         let usage = req.stream_options.is_some_and(|o| o.include_usage);
         Ok(Asked {
             user,
