@@ -557,3 +557,82 @@ fn the_official_openai_package_works_against_it() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+/// Resident memory of a process, in KiB (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// 8 clients x 20 requests against `--parallel 4 --queue 2`: every request is answered or refused
+/// with 503 and `Retry-After` (a full queue), nothing else; a second round leaves memory where the
+/// first left it.
+#[test]
+fn a_bounded_load_gets_answers_or_503s_and_memory_stays_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(dir.path());
+    let server = serve(&db, &["--parallel", "4", "--queue", "2"]);
+    let round = || {
+        let threads: Vec<_> = (0..8)
+            .map(|client| {
+                let url = server.url.clone();
+                std::thread::spawn(move || {
+                    let (mut ok, mut busy) = (0, 0);
+                    for i in 0..20 {
+                        let user = if (client + i) % 2 == 0 {
+                            "alice"
+                        } else {
+                            "bob"
+                        };
+                        let body = chat_body(json!({"user": user, "max_tokens": 3}));
+                        let mut resp = agent()
+                            .post(format!("{url}/v1/chat/completions"))
+                            .header("content-type", "application/json")
+                            .send(&body)
+                            .unwrap();
+                        match resp.status().as_u16() {
+                            200 => ok += 1,
+                            503 => {
+                                assert!(resp.headers().get("retry-after").is_some());
+                                busy += 1;
+                            }
+                            s => {
+                                panic!("status {s}: {}", resp.body_mut().read_to_string().unwrap())
+                            }
+                        }
+                    }
+                    (ok, busy)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    let (ok1, busy1) = round();
+    assert_eq!(ok1 + busy1, 160);
+    assert!(ok1 > 0, "nothing was answered");
+    let after_first = rss_kib(server.child.id());
+    let (ok2, busy2) = round();
+    assert_eq!(ok2 + busy2, 160);
+    let after_second = rss_kib(server.child.id());
+    eprintln!(
+        "answered {ok1} + {ok2}, refused {busy1} + {busy2}; RSS {after_first} KiB then {after_second} KiB"
+    );
+    assert!(
+        after_second <= after_first + after_first / 10 + 8192,
+        "memory grew from {after_first} to {after_second} KiB"
+    );
+    let (_, health) = get(&server, "/health", &[]);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["running"], 0, "{health}");
+    assert!(
+        health["max_sequences_in_a_batch"].as_u64().unwrap() >= 2,
+        "{health}"
+    );
+}

@@ -317,6 +317,7 @@ pub fn run(
                 finish,
             });
         }
+        stats.running.store(slots.len() as u64, Ordering::Relaxed);
     }
 }
 
