@@ -7,28 +7,17 @@
 //! shared machine hits all of them alike. Run: `cargo bench --profile dev --bench batch`
 //! (SmolLM2-135M; `CHAMELEON_BENCH_MODEL=PATH` for another model).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use chameleon::llm::{BatchRow, ContextParams, Model, ModelParams, Token};
 use chameleon::steer::{EditPlan, LayerEdit};
+use common::unit;
 
 const TOKENS: usize = 64;
 const ROUNDS: usize = 3;
-
-fn unit(d: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let v: Vec<f32> = (0..d)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % 10_000) as f32 / 10_000.0 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
-}
 
 /// A user's plan: three middle layers, as the demo's profile.
 fn plan(model: &Model, user: u64) -> Arc<EditPlan> {

@@ -13,28 +13,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+mod common;
+
 use chameleon::adapters::lora::export_lora;
 use chameleon::llm::{Context, ContextParams, LoraId, Model, ModelParams};
 use chameleon::steer::{EditPlan, LayerEdit};
+use common::unit;
 
 const DECODE_TOKENS: usize = 128;
 const PROMPT_TOKENS: usize = 256;
 const ROUNDS: usize = 3;
 const PROMPT_REPEATS: usize = 15;
-
-fn unit(d: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_add(0x9E3779B97F4A7C15);
-    let v: Vec<f32> = (0..d)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % 10_000) as f32 / 10_000.0 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
-}
 
 fn plan(model: &Model, layers: &[usize]) -> Arc<EditPlan> {
     let d = model.n_embd();

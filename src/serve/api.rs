@@ -7,16 +7,14 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// `POST /v1/chat/completions` (the fields chameleon reads).
+/// The fields chat and text completions share (the ones chameleon reads).
 #[derive(Debug, Deserialize)]
-pub struct ChatRequest {
+pub struct Common {
     pub model: Option<String>,
-    pub messages: Vec<Message>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub max_tokens: Option<i64>,
-    pub max_completion_tokens: Option<i64>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub seed: Option<i64>,
@@ -24,20 +22,21 @@ pub struct ChatRequest {
     pub user: Option<String>,
 }
 
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    pub max_completion_tokens: Option<i64>,
+    #[serde(flatten)]
+    pub common: Common,
+}
+
 /// `POST /v1/completions`.
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
-    pub model: Option<String>,
     pub prompt: Prompt,
-    #[serde(default)]
-    pub stream: bool,
-    pub stream_options: Option<StreamOptions>,
-    pub max_tokens: Option<i64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub seed: Option<i64>,
-    pub stop: Option<Stop>,
-    pub user: Option<String>,
+    #[serde(flatten)]
+    pub common: Common,
 }
 
 /// A completion's prompt: one string (a list of one string is accepted too).
@@ -262,7 +261,8 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(r.messages[1].content.text().unwrap(), "hi there");
-        assert_eq!(r.stop.unwrap().into_vec(), vec!["\n"]);
+        assert_eq!(r.common.stop.unwrap().into_vec(), vec!["\n"]);
+        assert_eq!(r.common.model.as_deref(), Some("m:alice"));
         let image: ChatRequest = serde_json::from_value(json!({
             "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
         }))

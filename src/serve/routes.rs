@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::api::{ApiError, ChatRequest, CompletionRequest, Prompt, Usage, token_limit};
+use super::api::{ApiError, ChatRequest, Common, CompletionRequest, Prompt, Usage, token_limit};
 use super::engine::{Applied, Event, Input, Job};
 use crate::llm::{ChatMessage, GenerateOptions};
 use crate::store::Store;
@@ -294,17 +294,48 @@ enum Kind {
     Text,
 }
 
+/// The request's body and key, then `input` of it: the endpoints differ only there.
+async fn endpoint(
+    state: &AppState,
+    kind: Kind,
+    headers: HeaderMap,
+    body: Body,
+    input: impl FnOnce(&[u8]) -> Result<(Input, Common, Option<(i64, &'static str)>), ApiError>,
+) -> Response {
+    let asked = async {
+        let bound = authorize(state, &headers)?;
+        let body = read_body(&headers, body).await?;
+        let (input, c, limit) = input(&body)?;
+        let (limit, param) = match limit {
+            Some((v, param)) => (Some(v), param),
+            None => (c.max_tokens, "max_tokens"),
+        };
+        let opts = options(state, limit, param, c.temperature, c.top_p, c.seed, c.stop)?;
+        let (user, note) = resolve_user(
+            state,
+            &headers,
+            bound.as_deref(),
+            c.user.as_deref(),
+            c.model.as_deref(),
+        )?;
+        Ok::<_, ApiError>(Asked {
+            user,
+            note,
+            input,
+            opts,
+            stream: c.stream,
+            include_usage: c.stream_options.is_some_and(|o| o.include_usage),
+        })
+    };
+    match asked.await {
+        Ok(asked) => respond(state, kind, asked).await,
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let bound = match authorize(&state, &headers) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let body = match read_body(&headers, body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let run = || -> Result<Asked, ApiError> {
-        let req: ChatRequest = parse(&body)?;
+    endpoint(&state, Kind::Chat, headers, body, |body| {
+        let req: ChatRequest = parse(body)?;
         if req.messages.is_empty() {
             return Err(ApiError::invalid("`messages` is empty", Some("messages")));
         }
@@ -313,40 +344,12 @@ async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body
             .iter()
             .map(|m| Ok(ChatMessage::new(&m.role, m.content.text()?)))
             .collect::<Result<Vec<_>, ApiError>>()?;
-        let (limit, param) = match (req.max_completion_tokens, req.max_tokens) {
-            (Some(v), _) => (Some(v), "max_completion_tokens"),
-            (None, v) => (v, "max_tokens"),
-        };
-        let opts = options(
-            &state,
-            limit,
-            param,
-            req.temperature,
-            req.top_p,
-            req.seed,
-            req.stop,
-        )?;
-        let (user, note) = resolve_user(
-            &state,
-            &headers,
-            bound.as_deref(),
-            req.user.as_deref(),
-            req.model.as_deref(),
-        )?;
-        let usage = req.stream_options.is_some_and(|o| o.include_usage);
-        Ok(Asked {
-            user,
-            note,
-            input: Input::Chat(messages),
-            opts,
-            stream: req.stream,
-            include_usage: usage,
-        })
-    };
-    match run() {
-        Ok(asked) => respond(&state, Kind::Chat, asked).await,
-        Err(e) => e.into_response(),
-    }
+        let limit = req
+            .max_completion_tokens
+            .map(|v| (v, "max_completion_tokens"));
+        Ok((Input::Chat(messages), req.common, limit))
+    })
+    .await
 }
 
 async fn completions(
@@ -354,16 +357,8 @@ async fn completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bound = match authorize(&state, &headers) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let body = match read_body(&headers, body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let run = || -> Result<Asked, ApiError> {
-        let req: CompletionRequest = parse(&body)?;
+    endpoint(&state, Kind::Text, headers, body, |body| {
+        let req: CompletionRequest = parse(body)?;
         let prompt = match req.prompt {
             Prompt::One(p) => p,
             Prompt::Many(mut v) if v.len() == 1 => v.remove(0),
@@ -374,36 +369,9 @@ async fn completions(
                 ));
             }
         };
-        let opts = options(
-            &state,
-            req.max_tokens,
-            "max_tokens",
-            req.temperature,
-            req.top_p,
-            req.seed,
-            req.stop,
-        )?;
-        let (user, note) = resolve_user(
-            &state,
-            &headers,
-            bound.as_deref(),
-            req.user.as_deref(),
-            req.model.as_deref(),
-        )?;
-        let usage = req.stream_options.is_some_and(|o| o.include_usage);
-        Ok(Asked {
-            user,
-            note,
-            input: Input::Raw(prompt),
-            opts,
-            stream: req.stream,
-            include_usage: usage,
-        })
-    };
-    match run() {
-        Ok(asked) => respond(&state, Kind::Text, asked).await,
-        Err(e) => e.into_response(),
-    }
+        Ok((Input::Raw(prompt), req.common, None))
+    })
+    .await
 }
 
 fn unix_now() -> u64 {
