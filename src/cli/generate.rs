@@ -9,11 +9,11 @@ use std::sync::Arc;
 use super::{Global, ModelArgs};
 use crate::adapters::lora::export_lora;
 use crate::llm::{Context, GenerateOptions, LoraId, Model};
-use crate::personalize::policy::{UserContext, way_content};
-use crate::personalize::prompts::TaskFamily;
-use crate::personalize::{Strengths, Way, profile_plan, profile_way};
+use crate::personalize::{
+    PromptPart, Strengths, Way, profile_plan, prompt_part_for, stored_profile,
+};
 use crate::steer::EditPlan;
-use crate::store::{HistoryItem, ModelIdentity, Owner, Profile, Store};
+use crate::store::{Owner, Profile, Store};
 
 /// How a profile's edit runs (`--apply`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -178,101 +178,6 @@ pub struct ProfileArgs {
     pub way: Option<Way>,
 }
 
-/// What an `align` or `auto` profile adds to a request's text, the way its policy was scored: the
-/// user's representative history (or the items nearest the request), and the insight where the way
-/// shows it.
-#[derive(Debug)]
-pub struct PromptPart {
-    way: Way,
-    family: TaskFamily,
-    selected: Vec<HistoryItem>,
-    history: Vec<HistoryItem>,
-    k: usize,
-    insight: String,
-}
-
-impl PromptPart {
-    /// The user turn for `request`.
-    pub fn content(&self, request: &str) -> String {
-        let user = UserContext {
-            family: self.family,
-            selected: &self.selected,
-            history: &self.history,
-            k: self.k,
-            insight: &self.insight,
-        };
-        way_content(self.way, &user, request)
-    }
-
-    /// The way applied.
-    pub fn way(&self) -> Way {
-        self.way
-    }
-}
-
-/// The stored profile of `owner` for `model`, if there is one.
-///
-/// # Errors
-/// An unknown owner; a damaged profile; a model whose file cannot be read.
-pub fn stored_profile(
-    store: &Store,
-    model: &Model,
-    owner: &Owner,
-) -> anyhow::Result<Option<Profile>> {
-    let identity = ModelIdentity {
-        fingerprint: model.fingerprint()?.to_string(),
-        n_layer: model.n_layer(),
-        hidden: model.n_embd(),
-    };
-    Ok(store.load_profile(owner, &identity)?)
-}
-
-/// What user `name`'s profile adds to a request's text under its way (`way` overrides the policy's):
-/// `None` for the paper's profiles (an edit only).
-///
-/// # Errors
-/// A store that cannot be read.
-pub fn prompt_part_for(
-    store: &Store,
-    name: &str,
-    profile: &Profile,
-    way: Option<Way>,
-) -> anyhow::Result<Option<PromptPart>> {
-    let Some(way) = profile_way(profile, way) else {
-        return Ok(None);
-    };
-    let user = store.require_user(name)?;
-    let history = store.history(user.id)?;
-    let ids: Vec<i64> = profile
-        .params
-        .get("selected")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default();
-    let selected = history
-        .iter()
-        .filter(|h| ids.contains(&h.id.get()))
-        .cloned()
-        .collect();
-    let kind = history.first().map(|h| h.task.clone()).unwrap_or_default();
-    Ok(Some(PromptPart {
-        way,
-        family: TaskFamily::from_kind(&kind),
-        selected,
-        k: profile
-            .params
-            .pointer("/fit/k")
-            .and_then(serde_json::Value::as_u64)
-            .map_or(10, |k| k as usize),
-        insight: profile
-            .params
-            .get("insight")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        history,
-    }))
-}
-
 impl ProfileArgs {
     fn owner(&self) -> anyhow::Result<Option<Owner>> {
         if let Some(p) = &self.profile {
@@ -319,7 +224,7 @@ impl ProfileArgs {
             return Ok(None);
         };
         let store = Store::open(&global.db_path())?;
-        prompt_part_for(&store, name, &profile, self.way)
+        Ok(prompt_part_for(&store, name, &profile, self.way)?)
     }
 
     /// The owner and the stored profile these flags name (`None`: no profile asked for).

@@ -3,9 +3,11 @@
 
 use super::PersonalizeError;
 use super::params::{DEFAULT_GAMMA, Route};
-use super::policy::{Policy, Way};
+use super::policy::{Policy, UserContext, Way, way_content};
+use super::prompts::TaskFamily;
+use crate::llm::Model;
 use crate::steer::{EditPlan, LayerEdit};
-use crate::store::Profile;
+use crate::store::{HistoryItem, ModelIdentity, Owner, Profile, Store};
 
 /// Strengths to apply a profile with, overriding those it was fitted with (`None`: the recorded one).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -178,4 +180,99 @@ mod tests {
         .unwrap();
         assert_eq!(plan.edits()[1].alpha, 3.0);
     }
+}
+
+/// What an `align` or `auto` profile adds to a request's text, the way its policy was scored: the
+/// user's representative history (or the items nearest the request), and the insight where the way
+/// shows it.
+#[derive(Debug)]
+pub struct PromptPart {
+    way: Way,
+    family: TaskFamily,
+    selected: Vec<HistoryItem>,
+    history: Vec<HistoryItem>,
+    k: usize,
+    insight: String,
+}
+
+impl PromptPart {
+    /// The user turn for `request`.
+    pub fn content(&self, request: &str) -> String {
+        let user = UserContext {
+            family: self.family,
+            selected: &self.selected,
+            history: &self.history,
+            k: self.k,
+            insight: &self.insight,
+        };
+        way_content(self.way, &user, request)
+    }
+
+    /// The way applied.
+    pub fn way(&self) -> Way {
+        self.way
+    }
+}
+
+/// The stored profile of `owner` for `model`, if there is one.
+///
+/// # Errors
+/// An unknown owner; a damaged profile; a model whose file cannot be read.
+pub fn stored_profile(
+    store: &Store,
+    model: &Model,
+    owner: &Owner,
+) -> Result<Option<Profile>, PersonalizeError> {
+    let identity = ModelIdentity {
+        fingerprint: model.fingerprint()?.to_string(),
+        n_layer: model.n_layer(),
+        hidden: model.n_embd(),
+    };
+    Ok(store.load_profile(owner, &identity)?)
+}
+
+/// What user `name`'s profile adds to a request's text under its way (`way` overrides the policy's):
+/// `None` for the paper's profiles (an edit only).
+///
+/// # Errors
+/// A store that cannot be read.
+pub fn prompt_part_for(
+    store: &Store,
+    name: &str,
+    profile: &Profile,
+    way: Option<Way>,
+) -> Result<Option<PromptPart>, PersonalizeError> {
+    let Some(way) = profile_way(profile, way) else {
+        return Ok(None);
+    };
+    let user = store.require_user(name)?;
+    let history = store.history(user.id)?;
+    let ids: Vec<i64> = profile
+        .params
+        .get("selected")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let selected = history
+        .iter()
+        .filter(|h| ids.contains(&h.id.get()))
+        .cloned()
+        .collect();
+    let kind = history.first().map(|h| h.task.clone()).unwrap_or_default();
+    Ok(Some(PromptPart {
+        way,
+        family: TaskFamily::from_kind(&kind),
+        selected,
+        k: profile
+            .params
+            .pointer("/fit/k")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(10, |k| k as usize),
+        insight: profile
+            .params
+            .get("insight")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        history,
+    }))
 }

@@ -11,7 +11,10 @@ pub mod policy;
 pub mod prompts;
 pub mod select;
 
-pub use apply::{Strengths, profile_plan, profile_policy, profile_route, profile_way};
+pub use apply::{
+    PromptPart, Strengths, profile_plan, profile_policy, profile_route, profile_way,
+    prompt_part_for, stored_profile,
+};
 pub use fit::PersonalDirection;
 pub use params::{DEFAULT_GAMMA, FitParams, LayerChoice, Mode, PairAnswers, Pooling, Route};
 pub use pipeline::{

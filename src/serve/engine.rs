@@ -11,11 +11,10 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::api::Usage;
-use crate::cli::generate::{prompt_part_for, stored_profile};
 use crate::llm::{
     BatchRow, ChatMessage, ContextParams, GenerateOptions, Model, SeqSampler, TextStream, Token,
 };
-use crate::personalize::{Strengths, profile_plan};
+use crate::personalize::{Strengths, profile_plan, prompt_part_for, stored_profile};
 use crate::steer::EditPlan;
 use crate::store::{Owner, Store};
 
