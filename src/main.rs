@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// Whether an error is a write to a closed pipe: an `io::Error`, or one that a JSON writer wrapped
 /// (serde_json's error does not list the `io::Error` among its sources).
 fn is_broken_pipe(cause: &(dyn std::error::Error + 'static)) -> bool {
@@ -19,7 +17,21 @@ fn is_broken_pipe(cause: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = chameleon::cli::Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    // `--version` names the llama.cpp build and its backends (found at run time, so the text is built
+    // here rather than by the derive)
+    let wants_version = std::env::args()
+        .skip(1)
+        .any(|a| a == "--version" || a == "-V");
+    let mut command = chameleon::cli::Cli::command();
+    if wants_version {
+        let text: &'static str = Box::leak(chameleon::cli::long_version().into_boxed_str());
+        command = command.version(text);
+    }
+    let cli = match chameleon::cli::Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match chameleon::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

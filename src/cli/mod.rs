@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// `println!` for what a command prints as its result, returning the write's error instead of
 /// panicking: a reader that closes the pipe (`chameleon info | head -1`) ends the command quietly
@@ -143,6 +143,11 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Serve the OpenAI HTTP API locally; every request answered through its user's profile.
     Serve(crate::serve::ServeArgs),
+    /// Print a shell completion script: `chameleon completions bash > ~/.local/share/bash-completion/completions/chameleon`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Run a parsed command line.
@@ -164,7 +169,43 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => export::run_import(args, &cli.global),
         Command::Eval(args) => eval::run(args, &cli.global),
         Command::Serve(args) => crate::serve::run(args, &cli.global),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "chameleon", &mut out);
+            use std::io::Write as _;
+            std::io::stdout().lock().write_all(&out)?;
+            Ok(())
+        }
     }
+}
+
+/// The version the llama.cpp bindings were built from (checked against Cargo.lock by a test).
+pub const LLAMA_CPP_SYS_VERSION: &str = "0.1.161";
+
+/// `--version`'s long text: chameleon, the llama.cpp build and the backends compiled in, with the
+/// devices they found.
+pub fn long_version() -> String {
+    let mut backends = vec!["CPU"];
+    for (on, name) in [
+        (cfg!(feature = "cuda"), "CUDA"),
+        (cfg!(feature = "metal"), "Metal"),
+        (cfg!(feature = "vulkan"), "Vulkan"),
+        (cfg!(feature = "openmp"), "OpenMP"),
+    ] {
+        if on {
+            backends.push(name);
+        }
+    }
+    let devices: Vec<String> = crate::llm::devices()
+        .into_iter()
+        .map(|d| format!("{} ({})", d.name, d.description))
+        .collect();
+    format!(
+        "{}\nllama.cpp: llama-cpp-sys-2 {LLAMA_CPP_SYS_VERSION}\nbackends: {}\ndevices: {}",
+        env!("CARGO_PKG_VERSION"),
+        backends.join(", "),
+        devices.join(", ")
+    )
 }
 
 /// A flag that turns true on Ctrl-C, for long jobs that stop cleanly at their next step; a second
