@@ -139,3 +139,20 @@ fn every_command_the_readme_shows_parses() {
         }
     }
 }
+
+#[test]
+fn user_list_speaks_json_for_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let db = db.to_str().unwrap();
+    common::ok(common::chameleon(&["--db", db, "user", "add", "ann"]));
+    common::ok(common::chameleon(&[
+        "--db", db, "group", "add", "fam", "ann",
+    ]));
+    let text = common::ok(common::chameleon(&["--db", db, "user", "list", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v[0]["name"], "ann");
+    assert_eq!(v[0]["history"], 0);
+    assert_eq!(v[0]["groups"][0], "fam");
+    assert!(v[0]["created"].as_i64().unwrap() > 0);
+}

@@ -22,7 +22,11 @@ enum UserCommand {
         name: String,
     },
     /// List users: one per line, the name, a tab, the number of history items.
-    List,
+    List {
+        /// A JSON array instead: each user's name, history count, groups and creation time.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove every row about a user (history, insights, pairs, profiles, group memberships, and the
     /// profiles of their groups), in one transaction, and say what was removed.
     Forget {
@@ -42,10 +46,27 @@ pub fn run(args: UserArgs, global: &Global) -> anyhow::Result<()> {
             store.create_user(&name)?;
             eprintln!("added user `{name}`");
         }
-        UserCommand::List => {
+        UserCommand::List { json } => {
             let mut out = std::io::stdout().lock();
-            for summary in store.users()? {
-                writeln!(out, "{}\t{}", summary.user.name, summary.history)?;
+            let users = store.users()?;
+            if json {
+                let list: Vec<serde_json::Value> = users
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "name": s.user.name,
+                            "history": s.history,
+                            "groups": s.groups,
+                            "created": s.user.created,
+                        })
+                    })
+                    .collect();
+                serde_json::to_writer_pretty(&mut out, &list)?;
+                writeln!(out)?;
+            } else {
+                for summary in users {
+                    writeln!(out, "{}\t{}", summary.user.name, summary.history)?;
+                }
             }
             out.flush()?;
         }
