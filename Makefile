@@ -31,7 +31,7 @@ test: setup
 	models/fetch.sh smollm2-135m gemma3-270m
 	@# the server's tests drive it with the official `openai` client, kept inside target/
 	@PYTHONPATH=target/pydeps python3 -c 'import openai' 2>/dev/null || \
-		python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --target target/pydeps openai
+		python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --root-user-action=ignore --target target/pydeps openai
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test -- --test-threads=2
