@@ -119,8 +119,8 @@ struct Slot {
     text: TextStream,
 }
 
-/// Run the worker on this thread until every sender of `jobs` is gone; `ready` turns true once the
-/// context exists.
+/// Run the worker on this thread until every sender of `jobs` is gone; once the context exists,
+/// `ready` turns true and `on_ready` runs.
 ///
 /// Continuous batching: up to `parallel` requests run at once, each in its own sequence of one
 /// context; every step decodes one batch holding the next token of every running sequence and
@@ -133,6 +133,7 @@ pub fn run(
     config: EngineConfig,
     mut jobs: mpsc::Receiver<Job>,
     ready: Arc<AtomicBool>,
+    on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let EngineConfig {
         model,
@@ -155,6 +156,7 @@ pub fn run(
     let store = Store::open(&db)?;
     let none = Arc::new(EditPlan::empty(model.n_layer(), model.n_embd()));
     ready.store(true, Ordering::SeqCst);
+    on_ready();
     let mut slots: Vec<Slot> = Vec::new();
     let mut served = 0u64;
     let mut open = true;

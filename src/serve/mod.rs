@@ -52,8 +52,8 @@ pub struct ServeArgs {
     pub api_key_file: Option<PathBuf>,
     /// Requests answered at once, each in its own sequence, decoded together in one batch (every
     /// token row edited by its own user's profile). `--ctx` is per request. On a GPU build the
-    /// per-row edit runs through the eval callback, which costs about 1 ms a token there (see the
-    /// README, "On a GPU").
+    /// per-row edit runs through the eval callback, which costs about 1 ms a token there (docs/measured.md,
+    /// "On a GPU").
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub parallel: usize,
     /// Requests that may wait for the model; beyond them a request gets 503 with `Retry-After`.
@@ -138,7 +138,6 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
             .collect(),
         store: Mutex::new(store),
         stats: stats.clone(),
-        db: db.clone(),
         default_tokens: 512,
         max_tokens: context.n_ctx as usize,
         next_id: AtomicU64::new(1),
@@ -184,17 +183,12 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
                     log_prompts,
                     stats,
                 };
-                let announce = worker_ready.clone();
-                std::thread::spawn(move || {
-                    while !announce.load(std::sync::atomic::Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                engine::run(config, job_rx, worker_ready, || {
                     eprintln!(
                         "chameleon serve: ready on http://{addr}/v1 (model `{model_id}`; users by the \
                          `user` field, the X-Chameleon-User header or `{model_id}:USER`)"
                     );
-                });
-                engine::run(config, job_rx, worker_ready)
+                })
             })?;
 
         let app = routes::router(state);

@@ -2,7 +2,6 @@
 //! server-sent events).
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -34,7 +33,6 @@ pub struct AppState {
     pub api_keys: Vec<([u8; 32], Option<String>)>,
     pub store: Mutex<Store>,
     pub stats: Arc<super::engine::Stats>,
-    pub db: PathBuf,
     /// `max_tokens` when a request gives none, and the most a request may ask for.
     pub default_tokens: usize,
     pub max_tokens: usize,
@@ -217,17 +215,21 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::invalid(format!("the request body is not valid: {e}"), None))
 }
 
-/// Sampling options from a request's fields.
-#[allow(clippy::too_many_arguments)]
+/// Sampling options from a request's fields (`max_tokens`: the limit the endpoint reads, named
+/// `param` in errors).
 fn options(
     state: &AppState,
     max_tokens: Option<i64>,
     param: &'static str,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    seed: Option<i64>,
-    stop: Option<super::api::Stop>,
+    c: Common,
 ) -> Result<GenerateOptions, ApiError> {
+    let Common {
+        temperature,
+        top_p,
+        seed,
+        stop,
+        ..
+    } = c;
     let temperature = temperature.unwrap_or(0.8);
     if !(0.0..=2.0).contains(&temperature) {
         return Err(ApiError::invalid(
@@ -310,7 +312,6 @@ async fn endpoint(
             Some((v, param)) => (Some(v), param),
             None => (c.max_tokens, "max_tokens"),
         };
-        let opts = options(state, limit, param, c.temperature, c.top_p, c.seed, c.stop)?;
         let (user, note) = resolve_user(
             state,
             &headers,
@@ -318,13 +319,18 @@ async fn endpoint(
             c.user.as_deref(),
             c.model.as_deref(),
         )?;
+        let (stream, include_usage) = (
+            c.stream,
+            c.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        );
+        let opts = options(state, limit, param, c)?;
         Ok::<_, ApiError>(Asked {
             user,
             note,
             input,
             opts,
-            stream: c.stream,
-            include_usage: c.stream_options.is_some_and(|o| o.include_usage),
+            stream,
+            include_usage,
         })
     };
     match asked.await {
