@@ -1,5 +1,6 @@
 # chameleon: `make demo` sets everything up and runs the demo; `make test` runs every check CI runs.
-# Both install what is missing (Debian: cmake, clang, libclang for bindgen) and fetch the models they
+# Both install what is missing (Debian: cmake, clang, libclang for bindgen; libssl-dev for SQLCipher's
+# crypto, libdbus-1-dev for the keystore) and fetch the models they
 # need (sha256-verified, cached in ~/.cache/chameleon/models).
 
 SHELL := /bin/bash
@@ -41,6 +42,9 @@ setup:
 	command -v cmake >/dev/null || missing+=(cmake); \
 	command -v clang >/dev/null || missing+=(clang); \
 	dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev); \
+	command -v pkg-config >/dev/null || missing+=(pkg-config); \
+	dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev); \
+	dpkg -s libdbus-1-dev >/dev/null 2>&1 || missing+=(libdbus-1-dev); \
 	python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip); \
 	if [ $${#missing[@]} -gt 0 ]; then \
 		echo "installing: $${missing[*]}" >&2; \

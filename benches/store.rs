@@ -1,13 +1,15 @@
 //! Store benchmarks: history import throughput and profile load time, on real files in a temp dir.
 //!
 //! Run with `cargo bench --bench store`. Every write runs with `synchronous = FULL`, so the numbers
-//! include the fsyncs a real import pays.
+//! include the fsyncs a real import pays. Each benchmark runs on a plaintext store and on an encrypted
+//! one (SQLCipher, a raw 256-bit key) in the same run, so their ratio is the cost of encryption.
 
 use std::hint::black_box;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use chameleon::store::crypt::{DbKey, KeySource};
 use chameleon::store::{self, LayerDirections, ModelIdentity, Owner, Profile, ReadOptions, Store};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -36,10 +38,19 @@ fn write_history_file(path: &Path, n: usize) {
     out.flush().unwrap();
 }
 
-/// A fresh store with one user, in its own temp dir.
-fn fresh_store() -> (tempfile::TempDir, Store, store::UserId) {
+/// The two kinds of store every benchmark runs on.
+const KINDS: [(&str, bool); 2] = [("plaintext", false), ("encrypted", true)];
+
+/// A fresh store with one user, in its own temp dir; encrypted with a raw key when asked.
+fn fresh_store(encrypted: bool) -> (tempfile::TempDir, Store, store::UserId) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("bench.db")).unwrap();
+    let path = dir.path().join("bench.db");
+    let store = if encrypted {
+        let key = DbKey::random().unwrap();
+        Store::open_keyed(&path, Some((&key, KeySource::Env))).unwrap()
+    } else {
+        Store::open_keyed(&path, None).unwrap()
+    };
     let user = store.create_user("bench").unwrap();
     (dir, store, user.id)
 }
@@ -54,25 +65,27 @@ fn import(c: &mut Criterion) {
     group.throughput(Throughput::Elements(IMPORT_ITEMS as u64));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
-    // what `chameleon history import` does: read, parse and check the file, then one transaction
-    group.bench_function("file 100k items", |b| {
-        b.iter_batched(
-            fresh_store,
-            |(_dir, store, user)| {
-                let items = store::read_history_file(&file, &ReadOptions::default()).unwrap();
-                black_box(store.add_history(user, &items).unwrap());
-            },
-            BatchSize::PerIteration,
-        );
-    });
-    // the write alone (the pipeline's own loaders hand items over in memory)
-    group.bench_function("write 100k items", |b| {
-        b.iter_batched(
-            fresh_store,
-            |(_dir, store, user)| black_box(store.add_history(user, &items).unwrap()),
-            BatchSize::PerIteration,
-        );
-    });
+    for (kind, encrypted) in KINDS {
+        // what `chameleon history import` does: read, parse and check the file, then one transaction
+        group.bench_function(format!("file 100k items, {kind}"), |b| {
+            b.iter_batched(
+                || fresh_store(encrypted),
+                |(_dir, store, user)| {
+                    let items = store::read_history_file(&file, &ReadOptions::default()).unwrap();
+                    black_box(store.add_history(user, &items).unwrap());
+                },
+                BatchSize::PerIteration,
+            );
+        });
+        // the write alone (the pipeline's own loaders hand items over in memory)
+        group.bench_function(format!("write 100k items, {kind}"), |b| {
+            b.iter_batched(
+                || fresh_store(encrypted),
+                |(_dir, store, user)| black_box(store.add_history(user, &items).unwrap()),
+                BatchSize::PerIteration,
+            );
+        });
+    }
     group.finish();
 }
 
@@ -104,13 +117,15 @@ fn profile(n_layer: usize, hidden: usize) -> Profile {
 fn load_profile(c: &mut Criterion) {
     let mut group = c.benchmark_group("load_profile");
     for (name, n_layer, hidden) in PROFILE_SHAPES {
-        let (_dir, store, _user) = fresh_store();
-        let owner = Owner::User("bench".into());
-        let p = profile(n_layer, hidden);
-        store.save_profile(&owner, &p).unwrap();
-        group.bench_function(name, |b| {
-            b.iter(|| black_box(store.load_profile(&owner, &p.model).unwrap()))
-        });
+        for (kind, encrypted) in KINDS {
+            let (_dir, store, _user) = fresh_store(encrypted);
+            let owner = Owner::User("bench".into());
+            let p = profile(n_layer, hidden);
+            store.save_profile(&owner, &p).unwrap();
+            group.bench_function(format!("{name}, {kind}"), |b| {
+                b.iter(|| black_box(store.load_profile(&owner, &p.model).unwrap()))
+            });
+        }
     }
     group.finish();
 }

@@ -54,7 +54,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs, global: &Global) -> anyhow::Result<()> {
     let db = global.db.clone().unwrap_or_else(default_eval_db);
-    let store = Store::open(&db)?;
+    let store = Store::open_with(&db, &global.key_options())?;
     let model = args.model.load(global)?;
     let interrupted = super::interrupt_flag();
     let progress = !global.verbose;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::Global;
-use crate::store::{Store, read_export_file};
+use crate::store::read_export_file;
 
 /// Print everything stored about a user as JSON on stdout: the user, their groups, history, insights,
 /// pairs and profiles with their vectors.
@@ -32,7 +32,7 @@ pub struct ImportArgs {
 /// # Errors
 /// An unknown user; a database that cannot be opened; a closed stdout.
 pub fn run_export(args: ExportArgs, global: &Global) -> anyhow::Result<()> {
-    let store = Store::open(&global.db_path())?;
+    let store = global.open_store()?;
     let doc = store.export_user(&args.user)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, &doc)?;
@@ -47,7 +47,7 @@ pub fn run_export(args: ExportArgs, global: &Global) -> anyhow::Result<()> {
 /// A file that is not a valid export (nothing is stored then); a user that exists without `--replace`.
 pub fn run_import(args: ImportArgs, global: &Global) -> anyhow::Result<()> {
     let doc = read_export_file(&args.file)?;
-    let store = Store::open(&global.db_path())?;
+    let store = global.open_store()?;
     let imported = store
         .import_user(&doc, args.replace)
         .map_err(|e| e.in_file(&args.file))?;

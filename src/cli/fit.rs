@@ -7,7 +7,6 @@ use crate::personalize::{
     DEFAULT_GAMMA, FitParams, LayerChoice, Mode, PairAnswers, PersonalDirection, Personalizer,
     Pooling, Route,
 };
-use crate::store::Store;
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("owner").required(true).args(["user", "group"])))]
@@ -132,7 +131,7 @@ pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
     if args.mode == Mode::Offline && !args.queries.is_empty() {
         anyhow::bail!("`--query` needs `--mode online`");
     }
-    let store = Store::open(&global.db_path())?;
+    let store = global.open_store()?;
     let model = args.model.load(global)?;
     let interrupted = super::interrupt_flag();
     let mut p = Personalizer::new(&model, &store, args.model.context_params())?

@@ -13,7 +13,7 @@ use crate::personalize::{
     PromptPart, Strengths, Way, profile_plan, prompt_part_for, stored_profile,
 };
 use crate::steer::EditPlan;
-use crate::store::{Owner, Profile, Store};
+use crate::store::{Owner, Profile};
 
 /// How a profile's edit runs (`--apply`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -223,7 +223,7 @@ impl ProfileArgs {
         let Owner::User(name) = &owner else {
             return Ok(None);
         };
-        let store = Store::open(&global.db_path())?;
+        let store = global.open_store()?;
         Ok(prompt_part_for(&store, name, &profile, self.way)?)
     }
 
@@ -235,7 +235,7 @@ impl ProfileArgs {
         let Some(owner) = self.owner()? else {
             return Ok(None);
         };
-        let store = Store::open(&global.db_path())?;
+        let store = global.open_store()?;
         let Some(profile) = stored_profile(&store, model, &owner)? else {
             let fit = match &owner {
                 Owner::User(u) => format!("--user {u}"),

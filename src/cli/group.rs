@@ -5,7 +5,6 @@ use std::io::Write;
 use clap::{Args, Subcommand};
 
 use super::Global;
-use crate::store::Store;
 
 /// Add users to groups, remove them, list groups.
 #[derive(Debug, Args)]
@@ -46,7 +45,7 @@ enum GroupCommand {
 /// # Errors
 /// Store errors: an unknown user or group, an invalid name, a database that cannot be opened.
 pub fn run(args: GroupArgs, global: &Global) -> anyhow::Result<()> {
-    let store = Store::open(&global.db_path())?;
+    let store = global.open_store()?;
     match args.command {
         GroupCommand::Add { group, users } => {
             let added = store.add_to_group(&group, &users)?;

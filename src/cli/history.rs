@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::Global;
 use crate::store::{
-    HistoryRecord, InputPlace, InputProblem, NewItem, ReadOptions, Store, StoreError, TASK_GENERAL,
+    HistoryRecord, InputPlace, InputProblem, NewItem, ReadOptions, StoreError, TASK_GENERAL,
     read_history_file,
 };
 
@@ -72,7 +72,7 @@ pub fn run(args: HistoryArgs, global: &Global) -> anyhow::Result<()> {
             output,
             task,
         } => {
-            let store = Store::open(&global.db_path())?;
+            let store = global.open_store()?;
             let user = store.require_user(&user)?;
             let item = NewItem {
                 task,
@@ -97,7 +97,7 @@ pub fn run(args: HistoryArgs, global: &Global) -> anyhow::Result<()> {
             lamp_user_id,
             task,
         } => {
-            let store = Store::open(&global.db_path())?;
+            let store = global.open_store()?;
             // the user first: a misspelt name should not wait for a large file to be read
             let user = store.require_user(&user)?;
             let items = read_history_file(&file, &ReadOptions { lamp_user_id, task })?;
@@ -109,7 +109,7 @@ pub fn run(args: HistoryArgs, global: &Global) -> anyhow::Result<()> {
             );
         }
         HistoryCommand::List { user } => {
-            let store = Store::open(&global.db_path())?;
+            let store = global.open_store()?;
             let user = store.require_user(&user)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for item in store.history(user.id)? {

@@ -34,6 +34,7 @@ mod group;
 mod history;
 mod info;
 mod profile;
+mod store;
 mod user;
 
 /// Personalise a local LLM for one person, on their own machine (CHAMELEON on llama.cpp).
@@ -55,12 +56,29 @@ pub struct Global {
     /// The SQLite database [default: `$CHAMELEON_DB`, else `~/.local/share/chameleon/chameleon.db`].
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
+    /// A file holding the store's key (mode 0600), looked at after `$CHAMELEON_DB_KEY` and the
+    /// keystore.
+    #[arg(long, global = true, value_name = "PATH", env = "CHAMELEON_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl Global {
     /// The database path. Precedence: `--db` > `$CHAMELEON_DB` > platform data dir.
     pub fn db_path(&self) -> PathBuf {
         self.db.clone().unwrap_or_else(crate::paths::default_db)
+    }
+
+    /// Where the store's key may be found (`--key-file`, the keystore).
+    pub fn key_options(&self) -> crate::store::crypt::KeyOptions {
+        crate::store::crypt::KeyOptions::new(self.key_file.clone())
+    }
+
+    /// Open the store these flags name, with its key if it is encrypted.
+    ///
+    /// # Errors
+    /// As [`crate::store::Store::open_with`].
+    pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        crate::store::Store::open_with(&self.db_path(), &self.key_options())
     }
 }
 
@@ -129,6 +147,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Add, list or forget users.
     User(user::UserArgs),
+    /// Encrypt, decrypt or rekey the store, write a recovery key, show its status.
+    Store(store::StoreArgs),
     /// Add, import or list a user's history.
     History(history::HistoryArgs),
     /// Add users to groups, remove them, list groups.
@@ -162,6 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(args) => chat::run(args, &cli.global),
         Command::Generate(args) => generate::run(args, &cli.global),
         Command::User(args) => user::run(args, &cli.global),
+        Command::Store(args) => store::run(args, &cli.global),
         Command::History(args) => history::run(args, &cli.global),
         Command::Group(args) => group::run(args, &cli.global),
         Command::Profile(args) => profile::run(args, &cli.global),
@@ -229,6 +250,8 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
         let hint = if let Some(e) = cause.downcast_ref::<crate::llm::LlmError>() {
             e.hint()
         } else if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
+            e.hint()
+        } else if let Some(e) = cause.downcast_ref::<crate::store::crypt::KeyError>() {
             e.hint()
         } else if let Some(e) = cause.downcast_ref::<crate::personalize::PersonalizeError>() {
             e.hint()

@@ -5,7 +5,6 @@ use std::io::Write;
 use clap::{Args, Subcommand};
 
 use super::Global;
-use crate::store::Store;
 
 /// Add, list or forget users.
 #[derive(Debug, Args)]
@@ -40,7 +39,7 @@ enum UserCommand {
 /// # Errors
 /// Store errors: an unknown or existing user, an invalid name, a database that cannot be opened.
 pub fn run(args: UserArgs, global: &Global) -> anyhow::Result<()> {
-    let store = Store::open(&global.db_path())?;
+    let store = global.open_store()?;
     match args.command {
         UserCommand::Add { name } => {
             store.create_user(&name)?;

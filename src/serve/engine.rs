@@ -99,6 +99,8 @@ pub struct EngineConfig {
     /// Sequences decoded together.
     pub parallel: usize,
     pub db: PathBuf,
+    /// Where the store's key may be found.
+    pub keys: crate::store::crypt::KeyOptions,
     pub log_prompts: bool,
     pub stats: Arc<Stats>,
 }
@@ -140,6 +142,7 @@ pub fn run(
         context,
         parallel,
         db,
+        keys,
         log_prompts,
         stats,
     } = config;
@@ -153,7 +156,7 @@ pub fn run(
     };
     let mut ctx = model.new_context(&params)?;
     let budget = params.n_batch.clamp(1, params.n_ctx) as usize;
-    let store = Store::open(&db)?;
+    let store = Store::open_with(&db, &keys)?;
     let none = Arc::new(EditPlan::empty(model.n_layer(), model.n_embd()));
     ready.store(true, Ordering::SeqCst);
     on_ready();

@@ -115,7 +115,8 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
     }
     let db = global.db_path();
     // the store is checked before anything listens: a wrong `--db` is an error at once
-    let store = Store::open(&db)?;
+    let store_keys = global.key_options();
+    let store = Store::open_with(&db, &store_keys)?;
     let model_path = args.model.model_path();
     crate::files::check_regular(&model_path).map_err(crate::llm::LlmError::File)?;
     let model_id = model_path
@@ -180,6 +181,7 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
                     context,
                     parallel,
                     db,
+                    keys: store_keys,
                     log_prompts,
                     stats,
                 };

@@ -28,6 +28,7 @@ use std::time::Duration;
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+pub mod crypt;
 mod embedding;
 mod eval;
 mod export;
@@ -91,6 +92,30 @@ pub enum StoreError {
         version: i64,
         detail: String,
     },
+    /// An encrypted store, and no key for it anywhere.
+    #[error(
+        "`{path}` is encrypted (or is not a database), and no key for it was found{}",
+        keystore_problem.as_ref().map_or(String::new(), |p| format!(" (the keystore: {p})"))
+    )]
+    Locked {
+        path: PathBuf,
+        keystore_problem: Option<String>,
+    },
+    /// The key does not open the store.
+    #[error("the key from {origin} does not open `{path}`")]
+    WrongKey {
+        path: PathBuf,
+        origin: crypt::KeySource,
+    },
+    /// A key was given for a store that is not encrypted.
+    #[error("`{path}` is not encrypted, but a key was given ({origin})")]
+    NotEncrypted {
+        path: PathBuf,
+        origin: crypt::KeySource,
+    },
+    /// A key that cannot be read or used.
+    #[error(transparent)]
+    Key(#[from] crypt::KeyError),
     /// A query failed.
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
@@ -204,6 +229,19 @@ impl StoreError {
                 "it was written by a newer chameleon: upgrade chameleon, or use another database with `--db PATH`"
                     .into(),
             ),
+            StoreError::Locked { .. } => Some(format!(
+                "give its key: `${}`, the keystore, or `--key-file PATH` (a recovery key file works)",
+                crypt::KEY_ENV
+            )),
+            StoreError::WrongKey { .. } => Some(format!(
+                "check `${}`, the keystore entry or `--key-file`; the file was not changed",
+                crypt::KEY_ENV
+            )),
+            StoreError::NotEncrypted { .. } => Some(format!(
+                "encrypt it with `chameleon store encrypt`, or unset `${}` and drop `--key-file`",
+                crypt::KEY_ENV
+            )),
+            StoreError::Key(e) => e.hint(),
             StoreError::Sqlite(e) if is_busy(e) => Some(BUSY_HINT.into()),
             StoreError::UnknownUser(name) => Some(format!(
                 "list users with `chameleon user list`, or add this one with `chameleon user add {name}`"
@@ -303,32 +341,106 @@ row_id!(
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Where the key came from; `None` for a plaintext store.
+    key: Option<crypt::KeySource>,
 }
 
 impl Store {
+    /// Open the database at `path` as [`Store::open_with`] does, with the keystore and no key file.
+    ///
+    /// # Errors
+    /// As [`Store::open_with`].
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, &crypt::KeyOptions::new(None))
+    }
+
     /// Open the database at `path`, creating it (and a missing directory) if needed, and bring its schema
     /// up to date.
+    ///
+    /// An encrypted store is opened with the key `keys` finds ([`crypt`]). A new store is encrypted
+    /// when a key is given explicitly (`CHAMELEON_DB_KEY` or a key file), plaintext otherwise; a
+    /// plaintext store is refused when a key is given, so a key never silently goes unused.
     ///
     /// A new database file is created with mode `0600`, a missing directory with `0700`; existing ones
     /// keep their modes.
     ///
     /// # Errors
     /// [`StoreError::Open`] when the directory or file cannot be created or is not a SQLite database;
-    /// [`StoreError::TooNew`] when a newer chameleon wrote the schema; [`StoreError::Sqlite`] when a
-    /// migration fails (nothing of it is applied).
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    /// [`StoreError::Locked`], [`StoreError::WrongKey`], [`StoreError::NotEncrypted`] and
+    /// [`StoreError::Key`] for keys; [`StoreError::TooNew`] when a newer chameleon wrote the schema;
+    /// [`StoreError::Migration`] when a migration fails (nothing of it is applied).
+    pub fn open_with(path: &Path, keys: &crypt::KeyOptions) -> Result<Store, StoreError> {
+        let state = prepare_file(path)?;
+        let key = match state {
+            crypt::FileState::New => keys.explicit_key()?,
+            // SQLite's own error says what the file is not
+            crypt::FileState::Other => None,
+            crypt::FileState::Plain => match keys.explicit_key()? {
+                Some((_, source)) => {
+                    return Err(StoreError::NotEncrypted {
+                        path: path.to_path_buf(),
+                        origin: source,
+                    });
+                }
+                None => None,
+            },
+            crypt::FileState::Encrypted => match keys.resolve(path)? {
+                crypt::Resolved::Found(key, source) => Some((key, source)),
+                crypt::Resolved::Missing { keystore_problem } => {
+                    return Err(StoreError::Locked {
+                        path: path.to_path_buf(),
+                        keystore_problem,
+                    });
+                }
+            },
+        };
+        match key {
+            Some((key, source)) => Store::open_keyed(path, Some((&key, source))),
+            None => Store::open_keyed(path, None),
+        }
+    }
+
+    /// Open the database at `path` with this key (`None`: plaintext), creating it if needed; what
+    /// [`Store::open_with`] does once it has found the key.
+    ///
+    /// # Errors
+    /// As [`Store::open_with`].
+    pub fn open_keyed(
+        path: &Path,
+        key: Option<(&crypt::DbKey, crypt::KeySource)>,
+    ) -> Result<Store, StoreError> {
         let open_err = |source: OpenError| StoreError::Open {
             path: path.to_path_buf(),
             source,
         };
-        if !create_private(path).map_err(|e| open_err(e.into()))? {
-            // an existing path must be a regular file: SQLite would block reading a FIFO
-            crate::files::check_regular(path)?;
-        }
+        prepare_file(path)?;
         let mut conn = Connection::open(path).map_err(|e| open_err(e.into()))?;
+        let source = match key {
+            Some((key, source)) => {
+                // the key before any other statement; whether it is right shows at the first read
+                crypt::apply_key(&conn, key).map_err(|e| open_err(e.into()))?;
+                Some(source)
+            }
+            None => None,
+        };
         // from the first statement on, a lock held by another process is waited for
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| open_err(e.into()))?;
+        if let Some(source) = &source {
+            let read = conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()));
+            if let Err(e) = read {
+                return Err(
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) {
+                        StoreError::WrongKey {
+                            path: path.to_path_buf(),
+                            origin: source.clone(),
+                        }
+                    } else {
+                        open_err(e.into())
+                    },
+                );
+            }
+        }
         // what the file is, before anything in it changes (the journal mode included)
         // (one read transaction: the pragmas and the tables from one snapshot, even while another
         // process creates the store)
@@ -347,7 +459,104 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            key: source,
         })
+    }
+
+    /// Where this store's key came from; `None` when the store is not encrypted.
+    pub fn key_source(&self) -> Option<&crypt::KeySource> {
+        self.key.as_ref()
+    }
+
+    /// The schema version (`PRAGMA user_version`).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// SQLCipher's version (the library that reads and writes the file).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn cipher_version(&self) -> Result<String, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA cipher_version", [], |r| r.get(0))?)
+    }
+
+    /// Rewrite the whole store into a new file encrypted with `key` (plaintext with `None`) and put it
+    /// in this file's place: the copy is written beside it (mode 0600) and synced, checked, and renamed
+    /// over the old file in one step, so a crash leaves either the old store or the new one. The old
+    /// file's `-wal` and `-shm` go with it. No other process may use the store meanwhile (it is locked
+    /// exclusively first). `before_swap` runs once the copy is written and checked, just before the
+    /// rename (where a caller keeps the new key): when it fails, the copy is removed and nothing changes.
+    ///
+    /// # Errors
+    /// When another process holds the store, or writing, checking or renaming the copy fails (the old
+    /// store is then untouched), or `before_swap` fails.
+    pub fn rewrite(
+        self,
+        key: Option<&crypt::DbKey>,
+        before_swap: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let open_err = |source: OpenError| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        self.conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        self.conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let tmp = sibling(&path, ".rewrite");
+        // a copy left by an interrupted rewrite (the lock is ours, so no rewrite is running)
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(open_err(e.into())),
+            _ => {}
+        }
+        let copied = crypt::export_copy(&self.conn, &tmp, key)
+            .and_then(|()| {
+                let check = Store::open_keyed(&tmp, key.map(|k| (k, crypt::KeySource::Env)))?;
+                let ok: String = check
+                    .conn
+                    .query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+                if ok != "ok" {
+                    return Err(StoreError::Migration {
+                        path: tmp.clone(),
+                        version: check.schema_version()?,
+                        detail: format!("the copy does not check: {ok}"),
+                    });
+                }
+                Ok(())
+            })
+            .and_then(|()| before_swap());
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&tmp);
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(sibling(&tmp, suffix));
+            }
+            return Err(e);
+        }
+        drop(self);
+        for suffix in ["-wal", "-shm"] {
+            match std::fs::remove_file(sibling(&path, suffix)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(open_err(e.into()));
+                }
+                _ => {}
+            }
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| open_err(e.into()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| open_err(e.into()))?;
+        }
+        Ok(())
     }
 
     /// The database file this store reads and writes.
@@ -360,6 +569,26 @@ impl Store {
     fn begin_write(&self) -> rusqlite::Result<Transaction<'_>> {
         Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
     }
+}
+
+/// `path` with `suffix` appended to its file name (`chameleon.db` -> `chameleon.db-wal`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Create a missing directory and file (see [`create_private`]), check that an existing path is a
+/// regular file (SQLite would block reading a FIFO), and say what the file holds.
+fn prepare_file(path: &Path) -> Result<crypt::FileState, StoreError> {
+    let open_err = |source: OpenError| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !create_private(path).map_err(|e| open_err(e.into()))? {
+        crate::files::check_regular(path)?;
+    }
+    crypt::file_state(path).map_err(|e| open_err(e.into()))
 }
 
 /// Create the directory (`0700`) and the file (`0600`) if they are missing; whether the file was

@@ -87,3 +87,37 @@ pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
+
+/// [`dump`] of an encrypted database, opened with `key` (64 hex digits or a passphrase).
+pub fn dump_keyed(path: &Path, key: &str) -> String {
+    let copy = tempfile::tempdir().unwrap();
+    let plain = copy.path().join("plain.db");
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let key = if key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("x'{key}'")
+    } else {
+        key.to_string()
+    };
+    conn.pragma_update(None, "key", &key).unwrap();
+    // a plaintext copy made by SQLCipher itself, dumped as any other file
+    conn.execute(
+        "ATTACH DATABASE ?1 AS plain KEY ''",
+        [plain.to_string_lossy()],
+    )
+    .unwrap();
+    conn.query_row("SELECT sqlcipher_export('plain')", [], |_| Ok(()))
+        .unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    conn.pragma_update(Some("plain"), "user_version", version)
+        .unwrap();
+    conn.execute("DETACH DATABASE plain", []).unwrap();
+    drop(conn);
+    dump(&plain)
+}
+
+/// Whether `needle` occurs in the bytes of the file at `path` (a missing file holds nothing).
+pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+}
