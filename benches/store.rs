@@ -89,6 +89,12 @@ fn import(c: &mut Criterion) {
     group.finish();
 }
 
+fn unit(v: impl Iterator<Item = f32>) -> Vec<f32> {
+    let v: Vec<f32> = v.collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / norm).collect()
+}
+
 fn profile(n_layer: usize, hidden: usize) -> Profile {
     Profile {
         model: ModelIdentity {
@@ -100,12 +106,9 @@ fn profile(n_layer: usize, hidden: usize) -> Profile {
         layers: (0..n_layer)
             .map(|layer| LayerDirections {
                 layer,
-                p: (0..hidden)
-                    .map(|i| ((layer * hidden + i) as f32).sin())
-                    .collect(),
-                n: (0..hidden)
-                    .map(|i| ((layer * hidden + i) as f32).cos())
-                    .collect(),
+                // unit directions, as a store accepts them
+                p: unit((0..hidden).map(|i| ((layer * hidden + i) as f32).sin())),
+                n: unit((0..hidden).map(|i| ((layer * hidden + i) as f32).cos())),
                 ccs_loss: 0.1 + layer as f32 * 1e-3,
             })
             .collect(),
