@@ -30,6 +30,10 @@ demo: setup models
 
 test: setup
 	models/fetch.sh smollm2-135m gemma3-270m
+	@# the keystore test runs a real Secret Service (gnome-keyring) in a private D-Bus session
+	@command -v dbus-run-session >/dev/null && command -v gnome-keyring-daemon >/dev/null || { \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq dbus-daemon gnome-keyring; }
 	@# the server's tests drive it with the official `openai` client, kept inside target/
 	@PYTHONPATH=target/pydeps python3 -c 'import openai' 2>/dev/null || \
 		python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --root-user-action=ignore --target target/pydeps openai

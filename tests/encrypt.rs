@@ -478,3 +478,68 @@ fn an_encrypted_import_killed_midway_stores_all_or_nothing() {
     let dump = store_common::dump_keyed(&t.db, KEY);
     assert!(dump.starts_with("user_version"));
 }
+
+/// The default path: `store encrypt` with no key given keeps a random key in the OS keystore, every
+/// command then finds it there, `rekey` replaces it and `decrypt` removes it. Run against a real Secret
+/// Service (gnome-keyring in a private D-Bus session, which `make test` installs).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_keystore_keeps_the_key_from_encrypt_to_decrypt() {
+    let t = Scratch::new();
+    let script = r#"
+set -e
+eval "$(printf 'test-password' | gnome-keyring-daemon --unlock --components=secrets)"
+c() { "$BIN" --db "$DB" "$@"; }
+c user add maya
+c history add --user maya --input q --output "$TOKEN"
+c store encrypt
+echo "status: $(c store status | grep '^key')"
+echo "history: $(c history list --user maya)"
+c store recovery-key --out "$DIR/recovery.key"
+CHAMELEON_KEYSTORE=off c --key-file "$DIR/recovery.key" user list >/dev/null && echo "recovery opens"
+c store rekey
+CHAMELEON_KEYSTORE=off c --key-file "$DIR/recovery.key" user list >/dev/null 2>&1 || echo "old recovery refused"
+echo "after rekey: $(c user list)"
+c store decrypt
+echo "decrypted: $(c store status | grep '^encryption')"
+"#;
+    let home = t.path("home");
+    std::fs::create_dir(&home).unwrap();
+    let out = Command::new("dbus-run-session")
+        .args(["--", "bash", "-c", script])
+        .env("BIN", env!("CARGO_BIN_EXE_chameleon"))
+        .env("DB", &t.db)
+        .env("DIR", t.dir.path())
+        .env("TOKEN", TOKEN)
+        // a keyring of its own, never the user's
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("CHAMELEON_DB_KEY")
+        .env_remove("CHAMELEON_KEY_FILE")
+        .env_remove("CHAMELEON_KEYSTORE")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .stdin(Stdio::null())
+        .output()
+        .expect(
+            "dbus-run-session runs (Debian: apt install dbus-daemon gnome-keyring; make test does)",
+        );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("its key is in the keystore"), "{text}");
+    assert!(
+        text.contains("status: key         from the keystore"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "history: {{\"input\":\"q\",\"output\":\"{TOKEN}\""
+        )),
+        "{text}"
+    );
+    assert!(text.contains("recovery opens"), "{text}");
+    assert!(text.contains("old recovery refused"), "{text}");
+    assert!(text.contains("after rekey: maya\t1"), "{text}");
+    assert!(text.contains("its keystore entry was removed"), "{text}");
+    assert!(text.contains("decrypted: encryption  none"), "{text}");
+    assert_eq!(store_common::mode(&t.path("recovery.key")), 0o600);
+}
