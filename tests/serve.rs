@@ -636,3 +636,186 @@ fn a_bounded_load_gets_answers_or_503s_and_memory_stays_flat() {
         "{health}"
     );
 }
+
+fn delete(server: &Server, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = agent().delete(format!("{}{path}", server.url));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.call().unwrap();
+    (
+        resp.status().as_u16(),
+        resp.body_mut().read_to_string().unwrap(),
+    )
+}
+
+/// `--allow-writes`: a client adds a user and their history, fits them in the background while chat
+/// goes on, reads the fit's state, is answered through the new profile, and forgets the user. Without
+/// the flag, and with another user's key, nothing changes.
+#[test]
+fn personal_data_over_the_api_with_allow_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(dir.path());
+
+    // read-only by default
+    {
+        let server = serve(&db, &[]);
+        let (status, _, body) = post(&server, "/v1/chameleon/users", &[], r#"{"name": "carol"}"#);
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("--allow-writes"), "{body}");
+        let (status, body) = delete(&server, "/v1/chameleon/users/alice", &[]);
+        assert_eq!(status, 403, "{body}");
+    }
+    assert!(chameleon(&db, &["user", "list"]).contains("alice"));
+
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "k-admin\nk-bob bob\n").unwrap();
+    let server = serve(
+        &db,
+        &["--allow-writes", "--api-key-file", keys.to_str().unwrap()],
+    );
+    let admin = [("authorization", "Bearer k-admin")];
+    let bobs = [("authorization", "Bearer k-bob")];
+
+    let (status, _, body) = post(
+        &server,
+        "/v1/chameleon/users",
+        &admin,
+        r#"{"name": "carol"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = post(
+        &server,
+        "/v1/chameleon/users",
+        &admin,
+        r#"{"name": "carol"}"#,
+    );
+    assert_eq!(status, 409, "{body}");
+    // a key bound to bob changes bob only
+    let (status, _, body) = post(&server, "/v1/chameleon/users", &bobs, r#"{"name": "dave"}"#);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = delete(&server, "/v1/chameleon/users/carol", &bobs);
+    assert_eq!(status, 403, "{body}");
+
+    let films = [
+        ("Recommend a film for tonight.", "Solaris, slow and strange"),
+        (
+            "A film for a long flight?",
+            "Stalker: nothing happens, beautifully",
+        ),
+        (
+            "Something to watch with friends?",
+            "Arrival, then talk about it for hours",
+        ),
+        ("What should I avoid?", "Anything loud with car chases"),
+        (
+            "A film about memory?",
+            "Eternal Sunshine of the Spotless Mind",
+        ),
+        ("A classic?", "2001: A Space Odyssey, the long cut"),
+    ];
+    let items: Vec<Value> = films
+        .iter()
+        .map(|(i, o)| json!({"input": i, "output": o}))
+        .collect();
+    let (status, _, body) = post(
+        &server,
+        "/v1/chameleon/users/carol/history",
+        &admin,
+        &json!({"items": items}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["added"], 6);
+    let (status, _, body) = post(
+        &server,
+        "/v1/chameleon/users/nobody/history",
+        &admin,
+        r#"{"items": [{"output": "x"}]}"#,
+    );
+    assert_eq!(status, 404, "{body}");
+
+    let (status, body) = get(&server, "/v1/chameleon/users/carol/fit", &admin);
+    assert_eq!(
+        (
+            status,
+            serde_json::from_str::<Value>(&body).unwrap()["state"].clone()
+        ),
+        (200, json!("none"))
+    );
+    let (status, _, body) = post(
+        &server,
+        "/v1/chameleon/users/carol/fit",
+        &admin,
+        r#"{"route": "align", "seed": 1}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["state"],
+        "running"
+    );
+    // one fit at a time
+    let (status, _, body) = post(&server, "/v1/chameleon/users/alice/fit", &admin, "");
+    assert_eq!(status, 409, "{body}");
+    // chat goes on while it runs
+    let (status, _, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &admin,
+        &chat_body(json!({"user": "alice"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    // forgetting a user being fitted waits for the fit
+    let (status, body) = delete(&server, "/v1/chameleon/users/carol", &admin);
+    assert!(status == 409 || status == 200, "{status} {body}");
+    let forgotten_early = status == 200;
+
+    // poll the state until the fit ends (bounded, so a hung fit fails the test instead of hanging it)
+    let mut last = Value::Null;
+    if !forgotten_early {
+        for _ in 0..1200 {
+            let (_, body) = get(&server, "/v1/chameleon/users/carol/fit", &admin);
+            last = serde_json::from_str(&body).unwrap();
+            if last["state"] != "running" {
+                break;
+            }
+            assert!(
+                last["stage"].is_string() || last["stage"].is_null(),
+                "{last}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        assert_eq!(last["state"], "done", "{last}");
+        assert!(
+            last["report"]["owner"].as_str().unwrap().contains("carol"),
+            "{last}"
+        );
+
+        // carol is now answered through her profile
+        let (status, profile, body) = post(
+            &server,
+            "/v1/chat/completions",
+            &admin,
+            &chat_body(json!({"user": "carol"})),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(profile.contains("carol"), "{profile} {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["chameleon"]["profile"], true, "{body}");
+
+        let (status, body) = delete(&server, "/v1/chameleon/users/carol", &admin);
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["rows"]["history"], 6, "{body}");
+        assert_eq!(v["rows"]["profiles"], 1, "{body}");
+    }
+    let (status, _, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &admin,
+        &chat_body(json!({"model": "smollm2-135m:carol"})),
+    );
+    assert_eq!(status, 404, "{body}");
+    drop(server);
+    assert!(!chameleon(&db, &["user", "list"]).contains("carol"));
+}

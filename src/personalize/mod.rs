@@ -18,6 +18,7 @@ pub use apply::{
 pub use fit::PersonalDirection;
 pub use params::{DEFAULT_GAMMA, FitParams, LayerChoice, Mode, PairAnswers, Pooling, Route};
 pub use pipeline::{
-    FIT_VERSION, FitReport, Material, PersonalizeError, Personalizer, TokenCounts, user_prompt,
+    FIT_VERSION, FitReport, Material, PersonalizeError, Personalizer, ProgressSlot, TokenCounts,
+    user_prompt,
 };
 pub use policy::{Policy, PolicyParams, Way, default_policy_params};

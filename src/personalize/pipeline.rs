@@ -234,7 +234,13 @@ pub struct Personalizer<'a> {
     member_lines: bool,
     /// The newest history items a fit leaves out (a policy choice scores on them).
     pub(super) hold_out: usize,
+    /// Where the current stage's bar is shown to another thread (a server's fit state).
+    progress_slot: Option<ProgressSlot>,
 }
+
+/// The bar of the stage a fit is in, readable from another thread: its message is the stage, its
+/// position and length the progress through it.
+pub type ProgressSlot = Arc<std::sync::Mutex<Option<ProgressBar>>>;
 
 impl<'a> Personalizer<'a> {
     /// A personalizer on `model`, storing into `store`.
@@ -263,6 +269,7 @@ impl<'a> Personalizer<'a> {
             prefix_reuse: true,
             member_lines: false,
             hold_out: 0,
+            progress_slot: None,
         })
     }
 
@@ -292,6 +299,12 @@ impl<'a> Personalizer<'a> {
         self
     }
 
+    /// Keep each stage's bar in `slot` as the stage starts, for a reader on another thread.
+    pub fn with_progress_slot(mut self, slot: ProgressSlot) -> Self {
+        self.progress_slot = Some(slot);
+        self
+    }
+
     pub(super) fn check_interrupt(&self) -> Result<(), PersonalizeError> {
         if self
             .interrupt
@@ -318,6 +331,11 @@ impl<'a> Personalizer<'a> {
                 .progress_chars("=> "),
         );
         bar.set_message(msg.to_string());
+        if let Some(slot) = &self.progress_slot
+            && let Ok(mut current) = slot.lock()
+        {
+            *current = Some(bar.clone());
+        }
         bar
     }
 

@@ -202,6 +202,13 @@ impl ApiError {
         }
     }
 
+    /// The same error with another message.
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<String>) -> ApiError {
+        self.message = message.into();
+        self
+    }
+
     pub fn body(&self) -> Value {
         json!({"error": {
             "message": self.message,

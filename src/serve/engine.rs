@@ -93,7 +93,7 @@ pub struct Stats {
 
 /// What the worker needs to start.
 pub struct EngineConfig {
-    pub model: Model,
+    pub model: Arc<Model>,
     /// The context of one sequence (`n_ctx` is per sequence).
     pub context: ContextParams,
     /// Sequences decoded together.

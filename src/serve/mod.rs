@@ -10,6 +10,7 @@
 pub mod api;
 pub mod engine;
 pub mod routes;
+pub mod writes;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -62,6 +63,10 @@ pub struct ServeArgs {
     /// Write each request's prompt to the log (off: prompts and history stay out of logs).
     #[arg(long)]
     pub log_prompts: bool,
+    /// Let clients add users and history, start fits and forget users over the API
+    /// (`/v1/chameleon/users/...`); off: stored data is read, never changed. Chats are never stored.
+    #[arg(long)]
+    pub allow_writes: bool,
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -124,6 +129,15 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
         .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
     let context = args.model.context_params();
     let ready = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(writes::Writes::new(
+        args.allow_writes,
+        db.clone(),
+        store_keys.clone(),
+        crate::llm::ContextParams {
+            hook: true,
+            ..context.clone()
+        },
+    ));
     let stats = Arc::new(engine::Stats::default());
     let (jobs, job_rx) = tokio::sync::mpsc::channel(args.queue.max(1));
     let state = Arc::new(routes::AppState {
@@ -142,6 +156,7 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
         default_tokens: 512,
         max_tokens: context.n_ctx as usize,
         next_id: AtomicU64::new(1),
+        writes: writes.clone(),
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -172,10 +187,12 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
         let log_prompts = args.log_prompts;
         let parallel = args.parallel.max(1);
         let worker_ready = ready.clone();
+        let worker_writes = writes.clone();
         let worker = std::thread::Builder::new()
             .name("chameleon-model".into())
             .spawn(move || -> anyhow::Result<()> {
-                let model = model_args.load(&global)?;
+                let model = Arc::new(model_args.load(&global)?);
+                let _ = worker_writes.model.set(model.clone());
                 let config = engine::EngineConfig {
                     model,
                     context,

@@ -37,6 +37,8 @@ pub struct AppState {
     pub default_tokens: usize,
     pub max_tokens: usize,
     pub next_id: AtomicU64,
+    /// The personal-data endpoints (`--allow-writes`).
+    pub writes: Arc<super::writes::Writes>,
 }
 
 /// The router of `chameleon serve`.
@@ -46,6 +48,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/chameleon/users", post(add_user))
+        .route(
+            "/v1/chameleon/users/{name}",
+            axum::routing::delete(forget_user),
+        )
+        .route("/v1/chameleon/users/{name}/history", post(add_history))
+        .route(
+            "/v1/chameleon/users/{name}/fit",
+            post(start_fit).get(fit_state),
+        )
         .with_state(state)
 }
 
@@ -66,6 +78,111 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response()
     }
+}
+
+/// A JSON response, or the error in OpenAI's shape.
+fn json_reply(result: Result<(StatusCode, Value), ApiError>) -> Response {
+    match result {
+        Ok((status, value)) => (status, axum::Json(value)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Run `f` on the store, for a caller allowed to change user `name`.
+fn with_store<T>(
+    state: &AppState,
+    f: impl FnOnce(&Store) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let store = state
+        .store
+        .lock()
+        .map_err(|_| ApiError::internal("the store is unavailable"))?;
+    f(&store)
+}
+
+async fn add_user(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    json_reply(
+        async {
+            let bound = authorize(&state, &headers)?;
+            let req: super::writes::UserRequest = parse(&read_body(&headers, body).await?)?;
+            state.writes.check(bound.as_deref(), &req.name)?;
+            let v = with_store(&state, |s| state.writes.add_user(s, &req.name))?;
+            Ok((StatusCode::CREATED, v))
+        }
+        .await,
+    )
+}
+
+async fn add_history(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    json_reply(
+        async {
+            let bound = authorize(&state, &headers)?;
+            state.writes.check(bound.as_deref(), &name)?;
+            let req = parse(&read_body(&headers, body).await?)?;
+            let v = with_store(&state, |s| state.writes.add_history(s, &name, req))?;
+            Ok((StatusCode::OK, v))
+        }
+        .await,
+    )
+}
+
+async fn start_fit(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    json_reply(
+        async {
+            let bound = authorize(&state, &headers)?;
+            state.writes.check(bound.as_deref(), &name)?;
+            let bytes = read_body(&headers, body).await?;
+            let req = if bytes.iter().all(u8::is_ascii_whitespace) {
+                super::writes::FitRequest::default()
+            } else {
+                parse(&bytes)?
+            };
+            let v = with_store(&state, |s| state.writes.start_fit(s, &name, req))?;
+            Ok((StatusCode::ACCEPTED, v))
+        }
+        .await,
+    )
+}
+
+async fn fit_state(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    json_reply((|| {
+        let bound = authorize(&state, &headers)?;
+        if let Some(b) = bound.as_deref().filter(|b| *b != name) {
+            return Err(
+                ApiError::unknown_user(&name, "the path").with_message(format!(
+                    "this API key is bound to user `{b}`: it may not read user `{name}`"
+                )),
+            );
+        }
+        with_store(&state, |s| state.writes.fit_state(s, &name))
+    })())
+}
+
+async fn forget_user(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    json_reply((|| {
+        let bound = authorize(&state, &headers)?;
+        state.writes.check(bound.as_deref(), &name)?;
+        let v = with_store(&state, |s| state.writes.forget(s, &name))?;
+        Ok((StatusCode::OK, v))
+    })())
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
