@@ -819,3 +819,101 @@ fn personal_data_over_the_api_with_allow_writes() {
     drop(server);
     assert!(!chameleon(&db, &["user", "list"]).contains("carol"));
 }
+
+/// SIGKILL of the server while a background fit runs and history is being written: the store passes
+/// `integrity_check` and holds every write the server acknowledged.
+#[test]
+fn a_server_killed_during_a_fit_and_writes_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(dir.path());
+    let mut server = serve(&db, &["--allow-writes"]);
+    for name in ["erin", "frank"] {
+        let (status, _, body) = post(
+            &server,
+            "/v1/chameleon/users",
+            &[],
+            &json!({"name": name}).to_string(),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let items: Vec<Value> = (0..8)
+        .map(|i| json!({"input": format!("A film, take {i}?"), "output": format!("Solaris, the {i}th time")}))
+        .collect();
+    let (status, _, body) = post(
+        &server,
+        "/v1/chameleon/users/erin/history",
+        &[],
+        &json!({"items": items}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = post(
+        &server,
+        "/v1/chameleon/users/erin/fit",
+        &[],
+        r#"{"route": "align"}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+
+    // a writer adds frank's items one request at a time, counting the acknowledged ones
+    let url = server.url.clone();
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            for i in 0.. {
+                let body = json!({"items": [{"input": "q", "output": format!("answer {i}")}]});
+                // a refused connection (the server is gone) ends the writer
+                let sent = agent()
+                    .post(format!("{url}/v1/chameleon/users/frank/history"))
+                    .header("content-type", "application/json")
+                    .send(body.to_string())
+                    .map(|r| r.status().as_u16());
+                match sent {
+                    Ok(200) => {
+                        acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    _ => break,
+                }
+            }
+        })
+    };
+    // kill while the fit is still running and writes are going on
+    let mut running = false;
+    for _ in 0..400 {
+        let (_, body) = get(&server, "/v1/chameleon/users/erin/fit", &[]);
+        let state: Value = serde_json::from_str(&body).unwrap();
+        running = state["state"] == "running";
+        if acked.load(std::sync::atomic::Ordering::SeqCst) >= 20 || !running {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(running, "the fit ended before the kill; give it more items");
+    let before_kill = acked.load(std::sync::atomic::Ordering::SeqCst);
+    server.child.kill().unwrap(); // SIGKILL on unix
+    server.child.wait().unwrap();
+    writer.join().unwrap();
+    let acknowledged = acked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(before_kill > 0 && acknowledged >= before_kill);
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let stored: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM history h JOIN users u ON u.id = h.user_id WHERE u.name = 'frank'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    eprintln!("{acknowledged} writes acknowledged, {stored} stored");
+    assert!(
+        stored >= acknowledged as i64,
+        "{stored} stored, {acknowledged} acknowledged"
+    );
+    // and the store opens and serves again
+    drop(conn);
+    assert!(chameleon(&db, &["history", "list", "--user", "frank"]).contains("answer 0"));
+}
