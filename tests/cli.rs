@@ -156,3 +156,44 @@ fn user_list_speaks_json_for_scripts() {
     assert_eq!(v[0]["groups"][0], "fam");
     assert!(v[0]["created"].as_i64().unwrap() > 0);
 }
+
+/// `NO_COLOR` turns colour off everywhere, even where colour is forced (`CLICOLOR_FORCE`, which is
+/// what makes the check able to fail: forced alone, help and usage errors are coloured).
+#[test]
+fn no_color_is_honoured() {
+    let run = |args: &[&str], no_color: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chameleon"));
+        cmd.args(args)
+            .env("CLICOLOR_FORCE", "1")
+            .env_remove("NO_COLOR");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output().unwrap();
+        [out.stdout, out.stderr].concat()
+    };
+    let escapes = |bytes: &[u8]| bytes.iter().filter(|&&b| b == 0x1b).count();
+    for args in [
+        &["--help"][..],
+        &["user", "no-such-command"],
+        &["fit", "--help"],
+    ] {
+        assert!(
+            escapes(&run(args, false)) > 0,
+            "{args:?}: no colour even when forced"
+        );
+        assert_eq!(
+            escapes(&run(args, true)),
+            0,
+            "{args:?}: colour with NO_COLOR"
+        );
+    }
+    // chameleon's own errors are never coloured
+    let out = Command::new(env!("CARGO_BIN_EXE_chameleon"))
+        .args(["--db", "/", "user", "list"])
+        .env("CLICOLOR_FORCE", "1")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
+    assert_eq!(escapes(&out.stderr), 0);
+}
