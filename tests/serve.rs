@@ -917,3 +917,63 @@ fn a_server_killed_during_a_fit_and_writes_keeps_every_acknowledged_write() {
     drop(conn);
     assert!(chameleon(&db, &["history", "list", "--user", "frank"]).contains("answer 0"));
 }
+
+/// A conversation's next turn reads only its new tokens: the cells of the turn before stay with its
+/// sequence and are continued when the edit is the same (OpenAI's `cached_tokens` says how many);
+/// another user's edit never continues them. The continued answer is the answer read from scratch.
+#[test]
+fn a_next_turn_continues_the_cached_conversation_under_the_same_edit_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(dir.path());
+    let usage = |body: &str| -> (Value, String) {
+        let v: Value = serde_json::from_str(body).unwrap();
+        (
+            v["usage"].clone(),
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    let turn = |server: &Server, user: &str, messages: &Value| {
+        let body = json!({
+            "model": "smollm2-135m", "user": user, "messages": messages,
+            "max_tokens": 16, "temperature": 0,
+        });
+        let (status, _, body) = post(server, "/v1/chat/completions", &[], &body.to_string());
+        assert_eq!(status, 200, "{body}");
+        usage(&body)
+    };
+    let server = serve(&db, &[]);
+    let first = json!([{"role": "user", "content": PROMPT}]);
+    let (u1, a1) = turn(&server, "alice", &first);
+    assert_eq!(u1["prompt_tokens_details"]["cached_tokens"], 0, "{u1}");
+    let second = json!([
+        {"role": "user", "content": PROMPT},
+        {"role": "assistant", "content": a1},
+        {"role": "user", "content": "And one for a sunny afternoon?"},
+    ]);
+    let (u2, _) = turn(&server, "alice", &second);
+    let cached = u2["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    let first_prompt = u1["prompt_tokens"].as_u64().unwrap();
+    eprintln!(
+        "turn 1: {first_prompt} prompt tokens; turn 2: {cached} of {} cached",
+        u2["prompt_tokens"]
+    );
+    assert!(cached >= first_prompt, "the whole first turn is reused: {u1} {u2}");
+    // bob's plan (none) is not alice's: her cells are not continued for him
+    let (u3, b_cold) = turn(&server, "bob", &second);
+    assert_eq!(u3["prompt_tokens_details"]["cached_tokens"], 0, "{u3}");
+    // his own are, and the answer is the one read from scratch
+    let (u4, b_warm) = turn(&server, "bob", &second);
+    assert!(
+        u4["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{u4}"
+    );
+    assert_eq!(b_warm, b_cold);
+}

@@ -633,6 +633,16 @@ impl<'m> Context<'m> {
         }
     }
 
+    /// Drop sequence `seq`'s cells from position `from` on, keeping its prefix `0..from` (for a
+    /// request that continues a cached conversation).
+    pub fn truncate_seq(&mut self, seq: i32, from: usize) {
+        let from = i32::try_from(from).unwrap_or(i32::MAX);
+        // SAFETY: live context; positions past the sequence's end remove nothing.
+        unsafe {
+            sys::llama_memory_seq_rm(sys::llama_get_memory(self.ptr.as_ptr()), seq, from, -1);
+        }
+    }
+
     /// Runs after every decode: no allocation unless there is an error to report.
     fn check_hook(&mut self) -> Result<(), LlmError> {
         let model = self.model;

@@ -121,6 +121,14 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    /// OpenAI's `cached_tokens`: the prompt's leading tokens read from an earlier request's cache.
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// The part of `usage` that says how much of the prompt came from the cache.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: usize,
 }
 
 impl Usage {
@@ -129,7 +137,15 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: PromptTokensDetails::default(),
         }
+    }
+
+    /// The same, with `cached` of the prompt's tokens read from the cache.
+    #[must_use]
+    pub fn cached(mut self, cached: usize) -> Usage {
+        self.prompt_tokens_details.cached_tokens = cached;
+        self
     }
 }
 

@@ -114,11 +114,74 @@ struct Slot {
     pending: Vec<Token>,
     /// Position of the next token in the sequence.
     pos: usize,
+    /// Every token fed to the sequence so far, in order (its KV cells hold exactly these).
+    fed: Vec<Token>,
+    /// The prompt's leading tokens taken from an earlier request's cells.
+    cached: usize,
     n_prompt: usize,
     max_tokens: usize,
     generated: usize,
     sampler: SeqSampler,
     text: TextStream,
+}
+
+/// What an idle sequence's cells hold once its request is done: the tokens, computed under `plan`. A
+/// later request with the same edit whose prompt starts with some of them (the next turn of a
+/// conversation) continues from there instead of reading them again.
+struct SeqCache {
+    plan: Arc<EditPlan>,
+    tokens: Vec<Token>,
+}
+
+/// Length of the common prefix of `a` and `b`.
+fn common_prefix(a: &[Token], b: &[Token]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Give `slot` a sequence that no running slot uses: the idle one whose cache, computed under the
+/// same edit, shares the longest prefix with its prompt (that prefix is kept and skipped, always
+/// leaving one prompt token to read for the logits), else an empty one, else any (emptied).
+fn place(
+    slot: &mut Slot,
+    running: &[Slot],
+    caches: &mut [Option<SeqCache>],
+    ctx: &mut crate::llm::Context<'_>,
+) {
+    let free: Vec<usize> = (0..caches.len())
+        .filter(|&s| running.iter().all(|r| r.seq != s as i32))
+        .collect();
+    let best = free
+        .iter()
+        .filter_map(|&s| {
+            let c = caches[s].as_ref()?;
+            c.plan
+                .same_edit(&slot.plan)
+                .then(|| (s, common_prefix(&c.tokens, &slot.pending)))
+        })
+        .filter(|&(_, n)| n > 0)
+        .max_by_key(|&(_, n)| n);
+    let seq = match best {
+        Some((s, n)) => {
+            let keep = n.min(slot.pending.len() - 1);
+            ctx.truncate_seq(s as i32, keep);
+            slot.fed = slot.pending.drain(..keep).collect();
+            slot.pos = keep;
+            slot.cached = keep;
+            s
+        }
+        None => {
+            let s = free
+                .iter()
+                .copied()
+                .find(|&s| caches[s].is_none())
+                .or_else(|| free.first().copied())
+                .unwrap_or(0);
+            ctx.remove_seq(s as i32);
+            s
+        }
+    };
+    caches[seq] = None;
+    slot.seq = seq as i32;
 }
 
 /// Run the worker on this thread until every sender of `jobs` is gone; once the context exists,
@@ -127,7 +190,8 @@ struct Slot {
 /// Continuous batching: up to `parallel` requests run at once, each in its own sequence of one
 /// context; every step decodes one batch holding the next token of every running sequence and
 /// chunks of new prompts, each row edited with its own user's plan ([`Context::decode_rows`]). A new
-/// request joins at the next step, a finished one leaves and frees its cells.
+/// request joins at the next step; a finished one leaves its cells to the next request that continues
+/// it under the same edit (a conversation's next turn reads only its new tokens).
 ///
 /// # Errors
 /// The context or the store cannot be opened.
@@ -161,6 +225,7 @@ pub fn run(
     ready.store(true, Ordering::SeqCst);
     on_ready();
     let mut slots: Vec<Slot> = Vec::new();
+    let mut caches: Vec<Option<SeqCache>> = (0..parallel).map(|_| None).collect();
     let mut served = 0u64;
     let mut open = true;
     loop {
@@ -188,22 +253,21 @@ pub fn run(
                 continue;
             }
             served += 1;
-            let seq = (0..parallel as i32)
-                .find(|s| slots.iter().all(|slot| slot.seq != *s))
-                .unwrap_or(0);
             let events = job.events.clone();
             match admit(
                 &model,
                 &ctx,
                 &store,
                 job,
-                seq,
                 per_seq,
                 &none,
                 served,
                 log_prompts,
             ) {
-                Ok(Some(slot)) => slots.push(slot),
+                Ok(Some(mut slot)) => {
+                    place(&mut slot, &slots, &mut caches, &mut ctx);
+                    slots.push(slot);
+                }
                 Ok(None) => {}
                 Err(e) => {
                     eprintln!("request {served}: {e:#}");
@@ -248,6 +312,7 @@ pub fn run(
                 break;
             }
             let take = slot.pending.len().min(room);
+            slot.fed.extend_from_slice(&slot.pending[..take]);
             for (k, &token) in slot.pending[..take].iter().enumerate() {
                 let last = k + 1 == slot.pending.len();
                 rows.push(BatchRow {
@@ -311,13 +376,17 @@ pub fn run(
         }
         for (i, finish) in finished.into_iter().rev() {
             let slot = slots.swap_remove(i);
-            ctx.remove_seq(slot.seq);
+            // the cells stay, for a next turn of the same conversation under the same edit
+            caches[slot.seq as usize] = Some(SeqCache {
+                plan: slot.plan.clone(),
+                tokens: slot.fed,
+            });
             let (rest, _, tokens) = slot.text.finish();
             if !rest.is_empty() {
                 let _ = slot.events.send(Event::Text(rest));
             }
             let _ = slot.events.send(Event::Done {
-                usage: Usage::new(slot.n_prompt, tokens.len()),
+                usage: Usage::new(slot.n_prompt, tokens.len()).cached(slot.cached),
                 finish,
             });
         }
@@ -325,7 +394,7 @@ pub fn run(
     }
 }
 
-/// Prepare a job: its user's plan and prompt, its sequence; `None` when it is answered at once
+/// Prepare a job: its user's plan and prompt (its sequence is chosen by [`place`]); `None` when it is answered at once
 /// (`max_tokens` 0). The `Start` event is sent here.
 #[allow(clippy::too_many_arguments)]
 fn admit(
@@ -333,7 +402,6 @@ fn admit(
     ctx: &crate::llm::Context<'_>,
     store: &Store,
     job: Job,
-    seq: i32,
     per_seq: usize,
     none: &Arc<EditPlan>,
     n: u64,
@@ -396,12 +464,14 @@ fn admit(
         return Ok(None);
     }
     Ok(Some(Slot {
-        seq,
+        seq: 0,
         events: job.events,
         plan,
         n_prompt: tokens.len(),
         pending: tokens,
         pos: 0,
+        fed: Vec::new(),
+        cached: 0,
         max_tokens,
         generated: 0,
         sampler: SeqSampler::new(&job.opts),

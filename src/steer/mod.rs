@@ -314,6 +314,15 @@ impl EditPlan {
         self.id
     }
 
+    /// Whether `other` edits exactly as this plan does (same layers, directions and strengths),
+    /// whatever their ids: a state computed under one may be continued under the other.
+    pub fn same_edit(&self, other: &EditPlan) -> bool {
+        self.id == other.id
+            || (self.hidden == other.hidden
+                && self.by_layer == other.by_layer
+                && self.edits == other.edits)
+    }
+
     /// Hidden size the plan was built for.
     pub fn hidden(&self) -> usize {
         self.hidden
