@@ -360,6 +360,16 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
     let profile = tagger_profile(&store);
     let stored = chameleon::personalize::profile_policy(&profile).expect("a policy");
     assert_eq!(stored.scores.len(), policy.scores.len());
+    // the report shows the choice and every candidate's held-out score, as stored
+    assert_eq!(
+        report["policy"]["scores"].as_array().map(Vec::len),
+        Some(stored.scores.len()),
+        "{report}"
+    );
+    assert_eq!(
+        report["policy"]["way"],
+        serde_json::to_value(&stored.way).unwrap()
+    );
     assert!(!profile.params["insight"].as_str().unwrap().is_empty());
     // generate answers with the policy, and with any way asked for
     let ask = |way: Option<&str>| {

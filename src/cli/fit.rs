@@ -164,6 +164,26 @@ pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
             report.reused
         )?;
     }
+    if let Some(policy) = &report.policy {
+        outln!(
+            "  way of answering: {} (chosen on the newest {} history items, held out)",
+            policy.way.name(),
+            policy.held_out
+        )?;
+        if let Some(why) = &policy.fallback {
+            outln!("    {why}")?;
+        }
+        for s in &policy.scores {
+            let metric = s
+                .metric
+                .map_or(String::new(), |m| format!("metric {m:.3}, "));
+            outln!(
+                "    {:<16} {metric}log-likelihood {:.3} a token",
+                s.way.name(),
+                s.log_likelihood
+            )?;
+        }
+    }
     outln!("  history items embedded: {}", report.embedded)?;
     let t = &report.tokens;
     outln!(

@@ -270,6 +270,7 @@ impl Personalizer<'_> {
             embedded: self.embedded,
             tokens: self.tokens,
             seconds,
+            policy: None,
         };
         Ok((report, profile))
     }

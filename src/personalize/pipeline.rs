@@ -182,6 +182,9 @@ pub struct FitReport {
     pub tokens: TokenCounts,
     /// Seconds per stage.
     pub seconds: Vec<(String, f64)>,
+    /// `--route auto`: the way chosen and every candidate's held-out scores, so a user sees why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<super::policy::Policy>,
 }
 
 /// One user's prepared material: the selected history, insights, pairs.
@@ -546,6 +549,7 @@ impl<'a> Personalizer<'a> {
             embedded: self.embedded,
             tokens: self.tokens,
             seconds,
+            policy: None,
         };
         Ok((report, profile))
     }

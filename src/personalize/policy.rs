@@ -413,6 +413,7 @@ impl Personalizer<'_> {
                     embedded: self.embedded,
                     tokens: self.tokens,
                     seconds: Vec::new(),
+                    policy: None,
                 },
                 Profile {
                     model: self.identity()?,
@@ -432,6 +433,7 @@ impl Personalizer<'_> {
         params_json["prompt_version"] = PROMPT_VERSION.into();
         params_json["fit_version"] = FIT_VERSION.into();
         params_json["policy"] = serde_json::to_value(&policy).expect("a policy serialises");
+        report.policy = Some(policy.clone());
         params_json["insight"] = material.personal_insight.into();
         params_json["k"] = params.k.into();
         Ok((report, profile))
