@@ -12,7 +12,7 @@ RUN := $(CARGO) run --quiet --
 .PHONY: demo test setup models check lint bench clean-models
 
 DEMO_DB := target/demo/chameleon.db
-# SmolLM2 is tiny: the auto layer rule is uninformative there (see README, "Findings"), so the demo edits
+# SmolLM2 is tiny: the auto layer rule is uninformative there (see docs/evaluation.md, "Findings so far"), so the demo edits
 # three middle layers explicitly
 DEMO_FIT := --layers 8,10,12 --seed 1
 

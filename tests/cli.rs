@@ -88,9 +88,12 @@ fn words(line: &str) -> Vec<String> {
 }
 
 #[test]
-fn every_command_the_readme_shows_parses() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+fn every_command_the_readme_and_the_usage_guide_show_parses() {
+    let readme = ["README.md", "docs/usage.md"]
+        .iter()
+        .map(|f| std::fs::read_to_string(format!("{}/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut in_block = false;
     let mut lines = Vec::new();
     let mut pending = String::new();
@@ -134,7 +137,7 @@ fn every_command_the_readme_shows_parses() {
                     e.kind(),
                     clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
                 ),
-                "README command does not parse: {line}\n{e}"
+                "a documented command does not parse: {line}\n{e}"
             );
         }
     }

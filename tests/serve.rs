@@ -962,7 +962,10 @@ fn a_next_turn_continues_the_cached_conversation_under_the_same_edit_only() {
         "turn 1: {first_prompt} prompt tokens; turn 2: {cached} of {} cached",
         u2["prompt_tokens"]
     );
-    assert!(cached >= first_prompt, "the whole first turn is reused: {u1} {u2}");
+    assert!(
+        cached >= first_prompt,
+        "the whole first turn is reused: {u1} {u2}"
+    );
     // bob's plan (none) is not alice's: her cells are not continued for him
     let (u3, b_cold) = turn(&server, "bob", &second);
     assert_eq!(u3["prompt_tokens_details"]["cached_tokens"], 0, "{u3}");
