@@ -368,7 +368,7 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
     );
     assert_eq!(
         report["policy"]["way"],
-        serde_json::to_value(&stored.way).unwrap()
+        serde_json::to_value(stored.way).unwrap()
     );
     assert!(!profile.params["insight"].as_str().unwrap().is_empty());
     // generate answers with the policy, and with any way asked for
