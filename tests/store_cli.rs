@@ -743,3 +743,42 @@ fn groups_from_the_command_line() {
     t.ok(&["group", "delete", "work"]);
     assert_eq!(t.ok(&["group", "list"]), "family\tbob\n");
 }
+
+/// `user show` says what the model concluded about a user and what their profile is, in words and as
+/// JSON; a user without either is told how to get them.
+#[test]
+fn user_show_tells_what_is_stored_about_a_user() {
+    let t = Scratch::new();
+    t.ok(&["user", "add", "alice"]);
+    let empty = t.ok(&["user", "show", "alice"]);
+    assert!(empty.contains("0 history items"), "{empty}");
+    assert!(
+        empty.contains("no insights yet") && empty.contains("no profile yet"),
+        "{empty}"
+    );
+    t.ok(&[
+        "history",
+        "import",
+        "--user",
+        "alice",
+        s(&fixture("history.json")),
+    ]);
+    add_derived(&t.db, "alice");
+    let shown = t.ok(&["user", "show", "alice"]);
+    assert!(shown.contains("3 history items"), "{shown}");
+    assert!(
+        shown.contains("what the model concluded about them (model fp-smol)"),
+        "{shown}"
+    );
+    assert!(shown.contains("prefers films with a twist"), "{shown}");
+    assert!(shown.contains("editing layers [0, 2]"), "{shown}");
+    let json: Value = serde_json::from_str(&t.ok(&["user", "show", "alice", "--json"])).unwrap();
+    assert_eq!(json["history"], 3);
+    assert_eq!(json["insights"][0]["text"], "prefers films with a twist");
+    assert_eq!(
+        json["profiles"][0]["edited_layers"],
+        serde_json::json!([0, 2])
+    );
+    let err = t.fails(&["user", "show", "nobody"]);
+    assert!(err.contains("no user `nobody`"), "{err}");
+}

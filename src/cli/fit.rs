@@ -165,24 +165,7 @@ pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
         )?;
     }
     if let Some(policy) = &report.policy {
-        outln!(
-            "  way of answering: {} (chosen on the newest {} history items, held out)",
-            policy.way.name(),
-            policy.held_out
-        )?;
-        if let Some(why) = &policy.fallback {
-            outln!("    {why}")?;
-        }
-        for s in &policy.scores {
-            let metric = s
-                .metric
-                .map_or(String::new(), |m| format!("metric {m:.3}, "));
-            outln!(
-                "    {:<16} {metric}log-likelihood {:.3} a token",
-                s.way.name(),
-                s.log_likelihood
-            )?;
-        }
+        print_policy(policy)?;
     }
     outln!("  history items embedded: {}", report.embedded)?;
     let t = &report.tokens;
@@ -201,5 +184,29 @@ pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
         .map(|(s, v)| format!("{s} {v:.1}s"))
         .collect();
     outln!("  time: {}", secs.join(", "))?;
+    Ok(())
+}
+
+/// An `auto` profile's way of answering and every candidate's held-out score, indented under a
+/// report (`fit`, `user show`).
+pub(super) fn print_policy(policy: &crate::personalize::Policy) -> std::io::Result<()> {
+    outln!(
+        "  answers by way `{}`, chosen on the newest {} history items (held out):",
+        policy.way.name(),
+        policy.held_out
+    )?;
+    for s in &policy.scores {
+        let metric = s
+            .metric
+            .map_or(String::new(), |m| format!("metric {m:.3}, "));
+        outln!(
+            "    {:<18} {metric}log-likelihood {:.3} a token",
+            s.way.name(),
+            s.log_likelihood
+        )?;
+    }
+    if let Some(why) = &policy.fallback {
+        outln!("  {why}")?;
+    }
     Ok(())
 }
