@@ -12,9 +12,8 @@ RUN := $(CARGO) run --quiet --
 .PHONY: demo test setup models check lint bench clean-models
 
 DEMO_DB := target/demo/chameleon.db
-# SmolLM2 is tiny: the auto layer rule is uninformative there (see docs/evaluation.md, "Findings so far"), so the demo edits
-# three middle layers explicitly
-DEMO_FIT := --layers 8,10,12 --seed 1
+# `auto`: Maya's way of answering is chosen on her three newest history items, held out
+DEMO_FIT := --route auto --seed 1
 
 demo: setup models
 	$(CARGO) build
@@ -23,6 +22,7 @@ demo: setup models
 	$(RUN) --db $(DEMO_DB) user add maya
 	$(RUN) --db $(DEMO_DB) history import --user maya demo/maya.jsonl
 	$(RUN) --db $(DEMO_DB) fit --user maya $(DEMO_FIT)
+	@echo; $(RUN) --db $(DEMO_DB) user show maya
 	@for p in "Recommend a film for tonight." "What should I read next?" "Plan my Saturday."; do \
 		echo; echo "### $$p"; \
 		$(RUN) --db $(DEMO_DB) generate --user maya --compare --max-tokens 60 --prompt "$$p" || exit 1; \

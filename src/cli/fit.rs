@@ -149,7 +149,7 @@ pub fn run(args: FitArgs, global: &Global) -> anyhow::Result<()> {
     }
     outln!("profile of {} fitted", report.owner)?;
     outln!("  edited layers: {:?}", report.selected_layers)?;
-    if params.route == Route::Align {
+    if matches!(params.route, Route::Align | Route::Auto) {
         outln!(
             "  history items: {} read (the model answers differently), {} where the model answers as the user, {} answers reused from the store",
             report.pairs,
