@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::Global;
 use crate::store::crypt::{
-    self, DbKey, FileState, KEY_ENV, KeyError, KeySource, Resolved, keystore_delete, keystore_set,
+    self, DbKey, FileState, KEY_ENV, KeySource, Resolved, env_key, keystore_delete, keystore_set,
     read_key_file, write_key_file,
 };
 use crate::store::{Store, StoreError};
@@ -308,14 +308,6 @@ fn status(db: &Path, global: &Global, json: bool) -> anyhow::Result<()> {
         crate::files::Size(shm)
     )?;
     Ok(())
-}
-
-/// `CHAMELEON_DB_KEY`, when set.
-fn env_key() -> Result<Option<DbKey>, KeyError> {
-    match std::env::var(KEY_ENV) {
-        Ok(v) if !v.trim().is_empty() => DbKey::parse(&zeroize::Zeroizing::new(v)).map(Some),
-        _ => Ok(None),
-    }
 }
 
 /// The store at `db`, which must be encrypted, opened with its key.

@@ -238,7 +238,10 @@ pub enum Resolved {
 }
 
 /// `CHAMELEON_DB_KEY`, when set and not empty.
-fn env_key() -> Result<Option<DbKey>, KeyError> {
+///
+/// # Errors
+/// A key that cannot be used.
+pub fn env_key() -> Result<Option<DbKey>, KeyError> {
     match std::env::var(KEY_ENV) {
         Ok(v) if !v.trim().is_empty() => Ok(Some(DbKey::parse(&Zeroizing::new(v))?)),
         _ => Ok(None),
