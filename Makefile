@@ -12,7 +12,7 @@ RUN := $(CARGO) run --quiet --
 .PHONY: demo test setup models check lint bench clean-models
 
 DEMO_DB := target/demo/chameleon.db
-# `auto`: Maya's way of answering is chosen on her three newest history items, held out
+# `auto`: Maya's way of answering is chosen on her five newest history items, held out
 DEMO_FIT := --route auto --seed 1
 
 demo: setup models

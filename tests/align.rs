@@ -327,18 +327,20 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
         answer_tokens: 8,
         ..Default::default()
     };
-    let policy = p
-        .choose_policy("tagger", &params, &default_policy_params(1.0))
-        .unwrap();
-    assert_eq!(policy.held_out, 3);
+    let candidates = default_policy_params(1.0);
+    let policy = p.choose_policy("tagger", &params, &candidates).unwrap();
+    // the newest items, as many as the candidates ask for while enough stay to fit on
+    let held = candidates.held_out.min(lines.len() - candidates.min_fit);
+    assert!(held >= 2);
+    assert_eq!(policy.held_out, held);
     assert!(!policy.scores.is_empty());
     for s in &policy.scores {
-        assert_eq!(s.per_item.len(), 3, "{s:?}");
+        assert_eq!(s.per_item.len(), held, "{s:?}");
         assert!(s.log_likelihood.is_finite() && s.log_likelihood < 0.0);
         assert!(s.metric.is_none(), "a free-text history has no task metric");
     }
     drop(p);
-    // what the held-out fit stored: answers to queries from the first five items only
+    // what the held-out fit stored: answers to queries from the items before the held-out ones only
     let conn = rusqlite::Connection::open(&db).unwrap();
     let mut stmt = conn.prepare("SELECT query FROM pairs").unwrap();
     let queries: Vec<String> = stmt
@@ -347,7 +349,7 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
         .map(Result::unwrap)
         .collect();
     assert!(!queries.is_empty());
-    for held in &lines[5..] {
+    for held in &lines[lines.len() - held..] {
         let input = held["input"].as_str().unwrap();
         assert!(
             queries.iter().all(|q| !q.contains(input)),
@@ -371,6 +373,11 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
         serde_json::to_value(stored.way).unwrap()
     );
     assert!(!profile.params["insight"].as_str().unwrap().is_empty());
+    // the `words` bias: read from the contrasts, in token order, finite
+    let words: Vec<(i32, f32)> = serde_json::from_value(profile.params["words"].clone()).unwrap();
+    assert!(!words.is_empty(), "{}", profile.params);
+    assert!(words.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(words.iter().all(|(_, b)| b.is_finite() && *b != 0.0));
     // generate answers with the policy, and with any way asked for
     let ask = |way: Option<&str>| {
         let mut args = vec![
@@ -385,7 +392,7 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
         args.extend(way.map(|w| ["--way", w]).into_iter().flatten());
         run(&db, &args)
     };
-    for way in ["none", "insight", "retrieval", "align@2"] {
+    for way in ["none", "insight", "retrieval", "align@2", "words@4"] {
         assert!(!ok(ask(Some(way))).trim().is_empty(), "{way}");
     }
     let shown = ask(None);

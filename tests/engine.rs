@@ -623,3 +623,60 @@ fn embeddings_are_mean_pooled_and_deterministic() {
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
+
+/// The `words` way's logit bias: the sampler adds it before the greedy pick, and teacher-forced
+/// scoring sees the same biased distribution (its log-probability of a token moves by exactly the
+/// bias, less the change of the normaliser).
+#[test]
+fn logit_bias_steers_sampling_and_scoring_alike() {
+    let model = load("smollm2-135m");
+    let mut c = ctx(model, false);
+    let prompt = model.chat_prompt(None, PROMPT).unwrap();
+    let plain = c.generate(&prompt, &greedy(4), |_| {}).unwrap();
+    // a token from 500 up that the model would not pick first
+    let target = (500..1000)
+        .find(|&t| Some(&t) != plain.tokens.first() && !model.is_eog(t))
+        .unwrap();
+    let biased = GenerateOptions {
+        logit_bias: vec![(target, 100.0)],
+        ..greedy(1)
+    };
+    let g = c.generate(&prompt, &biased, |_| {}).unwrap();
+    assert_eq!(
+        g.tokens,
+        vec![target],
+        "a bias of 100 makes the token the greedy pick"
+    );
+    // a bias on a token outside the vocabulary is ignored, not a crash
+    let outside = GenerateOptions {
+        logit_bias: vec![(i32::MAX, 100.0), (-1, 100.0)],
+        ..greedy(4)
+    };
+    assert_eq!(
+        c.generate(&prompt, &outside, |_| {}).unwrap().tokens,
+        plain.tokens
+    );
+
+    let toks = c.tokenize_prompt(&prompt).unwrap();
+    let (prefix, query) = toks.split_at(toks.len() - 2);
+    c.clear();
+    c.load_prefix(prefix).unwrap();
+    let answer = [target, plain.tokens[0]];
+    let base = c.score_after_prefix(query, &answer, &[]).unwrap();
+    let b = 3.0f32;
+    let scored = c
+        .score_after_prefix(query, &answer, &[(target, b)])
+        .unwrap();
+    // log p'(t) - log p(t) = b - log(1 - p(t) + p(t) e^b); for the other token, -log(...) alone
+    let p = f64::from(base[0]).exp();
+    let shift = (1.0 - p + p * f64::from(b).exp()).ln();
+    assert!((f64::from(scored[0] - base[0]) - (f64::from(b) - shift)).abs() < 1e-3);
+    assert!(scored[0] > base[0]);
+    // the second position's distribution is biased as well: its normaliser moves, the token does not
+    let p2 = f64::from(c.score_after_prefix(query, &answer, &[]).unwrap()[1]);
+    assert!(
+        (p2 - f64::from(base[1])).abs() < 1e-6,
+        "scoring leaves the cache as it was"
+    );
+    assert!(scored[1] <= base[1] + 1e-6);
+}

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::generate::{ApplyArgs, Edit, ProfileArgs, SamplingArgs};
 use super::{Global, ModelArgs};
-use crate::llm::ChatMessage;
+use crate::llm::{ChatMessage, GenerateOptions};
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
@@ -32,6 +32,11 @@ pub fn run(args: ChatArgs, global: &Global) -> anyhow::Result<()> {
     params.hook = edit.as_ref().is_none_or(Edit::needs_hook);
     let mut ctx = model.new_context(&params)?;
     let personalised = edit.is_some() || part.is_some();
+    // the `words` way's bias holds for the whole conversation
+    let opts = GenerateOptions {
+        logit_bias: part.as_ref().map(|p| p.logit_bias()).unwrap_or_default(),
+        ..args.sampling.options()
+    };
     if let Some(edit) = &edit {
         edit.install(&mut ctx)?;
     }
@@ -58,7 +63,7 @@ pub fn run(args: ChatArgs, global: &Global) -> anyhow::Result<()> {
         };
         messages.push(ChatMessage::new("user", content));
         let prompt = model.apply_chat_template(&messages, true)?;
-        let g = ctx.generate(&prompt, &args.sampling.options(), |piece| {
+        let g = ctx.generate(&prompt, &opts, |piece| {
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
         })?;

@@ -173,7 +173,7 @@ pub struct ProfileArgs {
     #[arg(long)]
     pub gamma: Option<f32>,
     /// Answer this way instead of the one the profile's policy chose (`--route auto`): `none`,
-    /// `insight`, `retrieval`, `align@G`, `insight+align@G`.
+    /// `insight`, `retrieval`, `align@G`, `insight+align@G`, `words@S`.
     #[arg(long, value_name = "WAY")]
     pub way: Option<Way>,
 }
@@ -292,6 +292,7 @@ impl SamplingArgs {
             top_p: self.top_p,
             seed: self.seed,
             stop: self.stop.clone(),
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -342,6 +343,11 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
         }
         _ => plain_prompt.clone(),
     };
+    // the `words` way's bias; every other way has none
+    let personal_opts = GenerateOptions {
+        logit_bias: part.as_ref().map(|p| p.logit_bias()).unwrap_or_default(),
+        ..args.sampling.options()
+    };
     if args.compare {
         if edit.is_none() && part.is_none() {
             anyhow::bail!("`--compare` needs a profile (`--user NAME` or `--profile group:NAME`)");
@@ -351,7 +357,7 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
         if let Some(edit) = &edit {
             edit.install(&mut ctx)?;
         }
-        let edited = ctx.generate(&prompt, &opts, |_| {})?;
+        let edited = ctx.generate(&prompt, &personal_opts, |_| {})?;
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
@@ -366,7 +372,7 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
     }
     let mut out = std::io::stdout().lock();
     let mut io_err = None;
-    ctx.generate(&prompt, &args.sampling.options(), |piece| {
+    ctx.generate(&prompt, &personal_opts, |piece| {
         if io_err.is_none()
             && let Err(e) = out.write_all(piece.as_bytes()).and_then(|()| out.flush())
         {

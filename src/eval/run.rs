@@ -88,6 +88,11 @@ pub enum Method {
     Align,
     /// Control for `align`: each aligned user answered through the next aligned user's direction.
     AlignOtherUser,
+    /// The user's `words` way alone: `instruct`'s prompt, a logit bias toward the tokens their real
+    /// answers use and the model's own do not, at strength [`WORDS_STRENGTH`].
+    Words,
+    /// Control for `words`: each user answered with the next aligned user's bias.
+    WordsOtherUser,
     /// Each user answered the way their own policy says (`fit --route auto`): chosen on their newest
     /// history items held out, among no personalisation, the insight or retrieved history in the
     /// prompt, the real-answer direction at a few strengths, and prompt and direction.
@@ -99,7 +104,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 14] = [
+    pub const ALL: [Method; 16] = [
         Method::Instruct,
         Method::HistoryPrompt,
         Method::InsightPrompt,
@@ -112,6 +117,8 @@ impl Method {
         Method::NullEdit,
         Method::Align,
         Method::AlignOtherUser,
+        Method::Words,
+        Method::WordsOtherUser,
         Method::Auto,
         Method::NoModel,
     ];
@@ -131,6 +138,8 @@ impl Method {
             Method::NullEdit => "null-edit",
             Method::Align => "align",
             Method::AlignOtherUser => "align-other-user",
+            Method::Words => "words",
+            Method::WordsOtherUser => "words-other-user",
             Method::Auto => "auto",
             Method::NoModel => "no-model",
         }
@@ -160,9 +169,20 @@ impl Method {
     }
 
     fn uses_align_profile(self) -> bool {
-        matches!(self, Method::Align | Method::AlignOtherUser | Method::Auto)
+        matches!(
+            self,
+            Method::Align
+                | Method::AlignOtherUser
+                | Method::Words
+                | Method::WordsOtherUser
+                | Method::Auto
+        )
     }
 }
+
+/// The strength of the `words` and `words-other-user` methods: the middle of the policy's candidates
+/// (`default_policy_params`), fixed before any run.
+pub const WORDS_STRENGTH: f32 = 2.0;
 
 /// Whose profile answers each user under [`Method::OtherUser`] (indices into `profiled`, the users in
 /// the split's order, true where the user has a profile): the next user with a profile, wrapping
@@ -320,6 +340,8 @@ impl EvalError {
 #[derive(Debug, Clone, Copy, Default)]
 struct Answering<'h> {
     edit: Option<(&'h Profile, Strengths)>,
+    /// A profile whose `words` bias applies, and its strength.
+    words: Option<(&'h Profile, f32)>,
     way: Option<Way>,
     history: &'h [HistoryItem],
 }
@@ -574,7 +596,23 @@ impl<'a> Evaluator<'a> {
 
             for &method in &methods {
                 // answered once every user's own profile is known, below
-                if matches!(method, Method::OtherUser | Method::AlignOtherUser) {
+                if matches!(
+                    method,
+                    Method::OtherUser | Method::AlignOtherUser | Method::WordsOtherUser
+                ) {
+                    continue;
+                }
+                if method == Method::Words {
+                    let words = align_profile.as_ref().map(|p| (p, WORDS_STRENGTH));
+                    if words.is_none() {
+                        *no_profile.entry(method).or_default() += 1;
+                    }
+                    let out = predictions.get_mut(&method).expect("every method");
+                    let answering = Answering {
+                        words,
+                        ..Default::default()
+                    };
+                    self.answer_user(&ask, method, user, material.as_ref(), answering, out)?;
                     continue;
                 }
                 bar.set_prefix(method.name());
@@ -622,6 +660,9 @@ impl<'a> Evaluator<'a> {
                         let out = predictions.get_mut(&method).expect("every method");
                         let answering = Answering {
                             edit,
+                            words: way
+                                .words()
+                                .and_then(|s| align_profile.as_ref().map(|p| (p, s))),
                             way: Some(way),
                             history: &history,
                         };
@@ -629,9 +670,10 @@ impl<'a> Evaluator<'a> {
                         continue;
                     }
                     Method::Chameleon => user_profile.as_ref().map(|p| (p, s)),
-                    Method::OtherUser | Method::AlignOtherUser => {
+                    Method::OtherUser | Method::AlignOtherUser | Method::WordsOtherUser => {
                         unreachable!("answered after the users' own profiles")
                     }
+                    Method::Words => unreachable!("answered above"),
                     Method::POnly => user_profile
                         .as_ref()
                         .map(|p| (p, only(fit_params.alpha, 0.0))),
@@ -677,6 +719,7 @@ impl<'a> Evaluator<'a> {
         for (method, profiles) in [
             (Method::OtherUser, &own_profiles),
             (Method::AlignOtherUser, &own_aligned),
+            (Method::WordsOtherUser, &own_aligned),
         ] {
             if !methods.contains(&method) {
                 continue;
@@ -688,19 +731,20 @@ impl<'a> Evaluator<'a> {
                 self.check_interrupt()?;
                 bar.set_message(format!("user {}", user.key));
                 let material = self.personalizer.material(&user.name, &fit_params)?;
-                let edit = donor.and_then(|d| profiles[d].as_ref().map(|p| (p, s)));
-                if edit.is_none() {
+                let lent = donor.and_then(|d| profiles[d].as_ref());
+                if lent.is_none() {
                     *no_profile.entry(method).or_default() += 1;
                 }
+                let answering = if method == Method::WordsOtherUser {
+                    Answering {
+                        words: lent.map(|p| (p, WORDS_STRENGTH)),
+                        ..Default::default()
+                    }
+                } else {
+                    Answering::edit(lent.map(|p| (p, s)))
+                };
                 let out = predictions.get_mut(&method).expect("every method");
-                self.answer_user(
-                    &ask,
-                    method,
-                    user,
-                    Some(&material),
-                    Answering::edit(edit),
-                    out,
-                )?;
+                self.answer_user(&ask, method, user, Some(&material), answering, out)?;
             }
             if log_lines {
                 eprintln!(
@@ -812,18 +856,28 @@ impl<'a> Evaluator<'a> {
         } else {
             ask.fit
         };
-        let run = match (answering.way, edit) {
-            // `auto`: the way decides the prompt, and its edit (if any) the rest
-            (Some(way), edit) => run_key(
+        let words = answering.words;
+        let bias = words
+            .map(|(p, s)| crate::personalize::profile_words(p, s))
+            .unwrap_or_default();
+        let run = match (answering.way, edit, words) {
+            // `auto`: the way decides the prompt, and its edit or bias (if any) the rest
+            (Some(way), edit, words) => run_key(
                 ask.common,
                 method,
                 fit,
                 Some(&serde_json::json!({
                     "way": way,
-                    "profile": edit.map(|(p, _)| profile_identity(p)),
+                    "profile": edit.map(|(p, _)| p).or(words.map(|(p, _)| p)).map(profile_identity),
                 })),
             ),
-            (None, edit) => match edit {
+            (None, _, Some((p, strength))) => run_key(
+                ask.common,
+                method,
+                fit,
+                Some(&serde_json::json!({"words": strength, "profile": profile_identity(p)})),
+            ),
+            (None, edit, None) => match edit {
                 Some((p, _)) => run_key(ask.common, method, fit, Some(&profile_identity(p))),
                 // an edited method without a profile asks `instruct`'s prompt with no edit: it is
                 // `instruct`, and shares its answers instead of generating them again
@@ -848,7 +902,8 @@ impl<'a> Evaluator<'a> {
                     let (prefix, suffix) =
                         self.prompt(method, ask.task, ask.opts, material, q, &answering)?;
                     let t = Instant::now();
-                    let raw = self.answer(plan.as_ref(), &prefix, &suffix, ask.answer_tokens)?;
+                    let raw =
+                        self.answer(plan.as_ref(), &bias, &prefix, &suffix, ask.answer_tokens)?;
                     let a = EvalAnswer {
                         raw,
                         seconds: t.elapsed().as_secs_f64(),
@@ -865,7 +920,7 @@ impl<'a> Evaluator<'a> {
                 raw: answer.raw,
                 gold: q.gold.clone(),
                 seconds: answer.seconds,
-                profiled: method.edits().then_some(edit.is_some()),
+                profiled: method.edits().then_some(edit.is_some() || words.is_some()),
             });
             ask.bar.inc(1);
         }
@@ -1065,6 +1120,7 @@ impl<'a> Evaluator<'a> {
     fn answer(
         &mut self,
         plan: Option<&Arc<EditPlan>>,
+        bias: &[(crate::llm::Token, f32)],
         prefix: &str,
         suffix: &str,
         max_tokens: usize,
@@ -1087,6 +1143,7 @@ impl<'a> Evaluator<'a> {
         }
         let opts = GenerateOptions {
             max_tokens,
+            logit_bias: bias.to_vec(),
             ..Default::default()
         };
         let g = self

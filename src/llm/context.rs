@@ -56,6 +56,8 @@ pub struct GenerateOptions {
     pub seed: u32,
     /// Generation stops before the first occurrence of any of these strings.
     pub stop: Vec<String>,
+    /// Added to these tokens' logits before sampling (a profile's `words` way).
+    pub logit_bias: Vec<(Token, f32)>,
 }
 
 impl Default for GenerateOptions {
@@ -66,6 +68,7 @@ impl Default for GenerateOptions {
             top_p: 0.95,
             seed: 0,
             stop: Vec::new(),
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -674,6 +677,7 @@ impl<'m> Context<'m> {
         &mut self,
         prompt: &[Token],
         answer: &[Token],
+        bias: &[(Token, f32)],
     ) -> Result<Vec<f32>, LlmError> {
         if prompt.is_empty() {
             return Err(LlmError::Callback(
@@ -694,7 +698,7 @@ impl<'m> Context<'m> {
             let Some((_, rest)) = answer.split_last() else {
                 return Ok(out);
             };
-            out.push(log_softmax_at(&self.last_logits(), answer[0]));
+            out.push(log_softmax_biased(&self.last_logits(), bias, answer[0]));
             if !rest.is_empty() {
                 // answer tokens 0..n-1 are read with outputs: row j predicts answer[j + 1]
                 self.eval(rest, true)?;
@@ -709,7 +713,7 @@ impl<'m> Context<'m> {
                         }
                         std::slice::from_raw_parts(p, n_vocab)
                     };
-                    out.push(log_softmax_at(row, next));
+                    out.push(log_softmax_biased(row, bias, next));
                 }
             }
             Ok(out)
@@ -783,7 +787,7 @@ impl<'m> Context<'m> {
         opts: &GenerateOptions,
         mut on_text: impl FnMut(&str),
     ) -> Result<Generation, LlmError> {
-        let sampler = Sampler::new(opts);
+        let sampler = Sampler::new(opts, self.model.info().n_vocab);
         self.eval(tokens, false)?;
         let mut text = TextStream::new(&opts.stop);
         let mut stop = StopReason::MaxTokens;
@@ -961,8 +965,9 @@ struct Sampler(NonNull<sys::llama_sampler>);
 pub struct SeqSampler(Sampler);
 
 impl SeqSampler {
-    pub fn new(opts: &GenerateOptions) -> SeqSampler {
-        SeqSampler(Sampler::new(opts))
+    /// The sampler of `opts` for a model of `n_vocab` tokens.
+    pub fn new(opts: &GenerateOptions, n_vocab: usize) -> SeqSampler {
+        SeqSampler(Sampler::new(opts, n_vocab))
     }
 }
 
@@ -1038,11 +1043,28 @@ impl TextStream {
 }
 
 impl Sampler {
-    fn new(opts: &GenerateOptions) -> Sampler {
+    fn new(opts: &GenerateOptions, n_vocab: usize) -> Sampler {
+        let bias: Vec<sys::llama_logit_bias> = opts
+            .logit_bias
+            .iter()
+            .filter(|(t, _)| usize::try_from(*t).is_ok_and(|t| t < n_vocab))
+            .map(|&(token, bias)| sys::llama_logit_bias { token, bias })
+            .collect();
         // SAFETY: the chain takes ownership of every sampler added to it; all constructors return fresh
-        // samplers and have no preconditions.
+        // samplers and have no preconditions (the logit-bias sampler copies its array, whose tokens
+        // are checked against the vocabulary above).
         unsafe {
             let chain = sys::llama_sampler_chain_init(sys::llama_sampler_chain_default_params());
+            if !bias.is_empty() {
+                sys::llama_sampler_chain_add(
+                    chain,
+                    sys::llama_sampler_init_logit_bias(
+                        n_vocab as i32,
+                        bias.len() as i32,
+                        bias.as_ptr(),
+                    ),
+                );
+            }
             if opts.temperature <= 0.0 {
                 sys::llama_sampler_chain_add(chain, sys::llama_sampler_init_greedy());
             } else {
@@ -1061,6 +1083,21 @@ impl Drop for Sampler {
         // SAFETY: created by `llama_sampler_chain_init`, freed once (frees the samplers it owns).
         unsafe { sys::llama_sampler_free(self.0.as_ptr()) }
     }
+}
+
+/// [`log_softmax_at`] of the logits with `bias` added (tokens outside the logits are ignored), as
+/// the sampler of [`GenerateOptions::logit_bias`] sees them.
+fn log_softmax_biased(logits: &[f32], bias: &[(Token, f32)], token: Token) -> f32 {
+    if bias.is_empty() {
+        return log_softmax_at(logits, token);
+    }
+    let mut biased = logits.to_vec();
+    for &(t, b) in bias {
+        if let Some(l) = usize::try_from(t).ok().and_then(|t| biased.get_mut(t)) {
+            *l += b;
+        }
+    }
+    log_softmax_at(&biased, token)
 }
 
 /// `log softmax(logits)[token]`, computed stably in f64; `-inf` for a token outside the logits.

@@ -13,6 +13,10 @@
 //! ```
 //!
 //! The edit adds `gamma * s_l * c_l` to the MLP output of the chosen layers ([`crate::steer::Additive`]).
+//!
+//! The same contrast read at the output gives the `words` way ([`word_bias`]): a logit bias toward the
+//! tokens the user's real answers use and the model's own do not, `ln((df_user(t) + 1) / (df_own(t) + 1))`
+//! with `df` the number of contrast items whose answer holds token t.
 //! This module is the arithmetic; [`super::pipeline::Personalizer`] reads the texts through the model.
 
 use std::time::Instant;
@@ -26,6 +30,7 @@ use super::pipeline::{
     query_plan,
 };
 use super::prompts::{self, PROMPT_VERSION, TaskFamily};
+use crate::llm::Token;
 use crate::steer::{dot, median};
 use crate::store::{
     HistoryItem, LayerDirections, Owner, Pair, PairKey, Profile, User, history_hash, unix_now,
@@ -101,6 +106,27 @@ pub fn align_layers(diffs: &[Vec<Vec<f32>>], norms: &[Vec<f32>]) -> Vec<LayerAli
         .collect()
 }
 
+/// The `words` logit bias from the contrast items' tokens, `(real, own)` per item: for every token in
+/// either, `ln((df_real + 1) / (df_own + 1))`, where `df` counts the items whose answer holds the
+/// token (once per item, so a long answer does not outweigh a short one). Tokens both sides use
+/// equally often get no bias and are left out; the result is in token order.
+pub fn word_bias<R: AsRef<[Token]>>(items: &[(R, R)]) -> Vec<(Token, f32)> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut df: BTreeMap<Token, (u32, u32)> = BTreeMap::new();
+    for (real, own) in items {
+        for t in real.as_ref().iter().collect::<BTreeSet<_>>() {
+            df.entry(*t).or_default().0 += 1;
+        }
+        for t in own.as_ref().iter().collect::<BTreeSet<_>>() {
+            df.entry(*t).or_default().1 += 1;
+        }
+    }
+    df.into_iter()
+        .filter(|(_, (r, o))| r != o)
+        .map(|(t, (r, o))| (t, ((f64::from(r) + 1.0) / (f64::from(o) + 1.0)).ln() as f32))
+        .collect()
+}
+
 /// The `n` layers of `band` whose items agree most, in layer order (layers with a zero direction are
 /// never chosen).
 pub fn most_agreeing(layers: &[LayerAlign], band: std::ops::Range<usize>, n: usize) -> Vec<usize> {
@@ -161,6 +187,7 @@ impl Personalizer<'_> {
         let mut norms: Vec<Vec<f32>> = vec![Vec::new(); n_layer];
         let (mut tried, mut same) = (0usize, 0usize);
         let mut capture_secs = 0.0;
+        let mut words: Vec<(Vec<Token>, Vec<Token>)> = Vec::new();
         let mut shown: Vec<i64> = Vec::new();
         for user in users {
             let (prep, _, rest) = self.prepare_material(user, params)?;
@@ -187,6 +214,15 @@ impl Personalizer<'_> {
                 let (prefix, suffix) = self.pair_prompt(&prep, &c.hist, &c.query, None)?;
                 self.ensure_prefix(&prefix)?;
                 let query = format!("{suffix}{lead}");
+                let as_scored = |a: &str| {
+                    let text = if lead.is_empty() {
+                        a.to_string()
+                    } else {
+                        format!(" {a}")
+                    };
+                    self.model.tokenize(&text, false, false)
+                };
+                words.push((as_scored(&c.real)?, as_scored(&c.own)?));
                 let (vr, nr) =
                     self.capture_answer_norms(&query, &c.real, &layers, params.pooling)?;
                 let (vo, no) =
@@ -253,6 +289,7 @@ impl Personalizer<'_> {
                     "agree": fitted.iter().map(|l| l.agree).collect::<Vec<_>>(),
                     "scale": fitted.iter().map(|l| l.scale).collect::<Vec<_>>(),
                 },
+                "words": word_bias(&words),
                 "members": users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
                 // the first member's representative items: the history block its ways show
                 "selected": shown,
@@ -398,6 +435,28 @@ mod tests {
         let noise: Vec<Vec<f32>> = (0..12).map(|_| gaussian(&mut rng, d)).collect();
         let a = agreement(&noise);
         assert!(a.abs() < 0.05, "noise agreement {a}");
+    }
+
+    #[test]
+    fn word_bias_favours_the_users_tokens_once_per_item() {
+        // the user says 7 twice where the model says 9; both say 1; 5 is said three times in one item
+        let items = [
+            (vec![1, 7], vec![1, 9]),
+            (vec![1, 7, 5, 5, 5], vec![1, 9]),
+            (vec![2], vec![3]),
+        ];
+        let bias = word_bias(&items);
+        let get = |t: Token| bias.iter().find(|(k, _)| *k == t).map(|(_, b)| *b);
+        assert_eq!(get(1), None, "both sides use it alike");
+        assert!((get(7).unwrap() - 3f32.ln()).abs() < 1e-6);
+        assert!((get(9).unwrap() + 3f32.ln()).abs() < 1e-6);
+        assert!(
+            (get(5).unwrap() - 2f32.ln()).abs() < 1e-6,
+            "counted once per item"
+        );
+        assert!((get(2).unwrap() - 2f32.ln()).abs() < 1e-6);
+        assert!(bias.windows(2).all(|w| w[0].0 < w[1].0), "token order");
+        assert!(word_bias::<Vec<Token>>(&[]).is_empty());
     }
 
     #[test]

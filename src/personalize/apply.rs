@@ -5,7 +5,7 @@ use super::PersonalizeError;
 use super::params::{DEFAULT_GAMMA, Route};
 use super::policy::{Policy, UserContext, Way, way_content};
 use super::prompts::TaskFamily;
-use crate::llm::Model;
+use crate::llm::{Model, Token};
 use crate::steer::{EditPlan, LayerEdit};
 use crate::store::{HistoryItem, ModelIdentity, Owner, Profile, Store};
 
@@ -20,6 +20,20 @@ pub struct Strengths {
     pub gamma: Option<f32>,
     /// The way to answer, instead of the one an `auto` profile's policy chose.
     pub way: Option<Way>,
+}
+
+/// The `words` logit bias a profile fitted from real answers records
+/// ([`super::align::word_bias`]), times `strength`; empty for any other profile.
+pub fn profile_words(profile: &Profile, strength: f32) -> Vec<(Token, f32)> {
+    profile
+        .params
+        .get("words")
+        .and_then(|v| serde_json::from_value::<Vec<(Token, f32)>>(v.clone()).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, b)| b.is_finite())
+        .map(|(t, b)| (t, b * strength))
+        .collect()
 }
 
 /// The policy an `auto` profile records, if any.
@@ -188,6 +202,7 @@ mod tests {
 #[derive(Debug)]
 pub struct PromptPart {
     way: Way,
+    bias: Vec<(Token, f32)>,
     family: TaskFamily,
     selected: Vec<HistoryItem>,
     history: Vec<HistoryItem>,
@@ -211,6 +226,12 @@ impl PromptPart {
     /// The way applied.
     pub fn way(&self) -> Way {
         self.way
+    }
+
+    /// The logit bias of the way (`words`; empty for every other way), for
+    /// [`crate::llm::GenerateOptions::logit_bias`].
+    pub fn logit_bias(&self) -> Vec<(Token, f32)> {
+        self.bias.clone()
     }
 }
 
@@ -260,6 +281,10 @@ pub fn prompt_part_for(
     let kind = history.first().map(|h| h.task.clone()).unwrap_or_default();
     Ok(Some(PromptPart {
         way,
+        bias: way
+            .words()
+            .map(|s| profile_words(profile, s))
+            .unwrap_or_default(),
         family: TaskFamily::from_kind(&kind),
         selected,
         k: profile

@@ -12,7 +12,7 @@ pub mod prompts;
 pub mod select;
 
 pub use apply::{
-    PromptPart, Strengths, profile_plan, profile_policy, profile_route, profile_way,
+    PromptPart, Strengths, profile_plan, profile_policy, profile_route, profile_way, profile_words,
     prompt_part_for, stored_profile,
 };
 pub use fit::PersonalDirection;

@@ -49,7 +49,8 @@ const EMBED_BATCH: usize = 16;
 /// pairs ([`pair_hashes`]); before, the store kept only the last, so a refit could find fewer pairs
 /// that differ than the fit that wrote them. 6: a free-text personalised reply that opens with the
 /// tweet's @handles and then declines is no answer too, and stored pairs are read by the current rule.
-pub const FIT_VERSION: u32 = 6;
+/// 7: real-answer profiles record the `words` bias ([`super::align::word_bias`]).
+pub const FIT_VERSION: u32 = 7;
 
 /// Offline queries tried per wanted pair, at most: a model that answers a query the same way with and
 /// without the insight gives a pair that is dropped, and the next query is tried instead.
@@ -237,6 +238,8 @@ pub struct Personalizer<'a> {
     member_lines: bool,
     /// The newest history items a fit leaves out (a policy choice scores on them).
     pub(super) hold_out: usize,
+    /// Logit bias of the following generations and scores (a policy scoring the `words` way).
+    pub(super) bias: Vec<(crate::llm::Token, f32)>,
     /// Where the current stage's bar is shown to another thread (a server's fit state).
     progress_slot: Option<ProgressSlot>,
 }
@@ -272,6 +275,7 @@ impl<'a> Personalizer<'a> {
             prefix_reuse: true,
             member_lines: false,
             hold_out: 0,
+            bias: Vec::new(),
             progress_slot: None,
         })
     }
@@ -872,7 +876,7 @@ impl<'a> Personalizer<'a> {
         if a.is_empty() {
             return Ok(0.0);
         }
-        let lp = self.ctx.score_after_prefix(&q, &a)?;
+        let lp = self.ctx.score_after_prefix(&q, &a, &self.bias)?;
         self.tokens.suffix += q.len();
         self.tokens.captured += a.len();
         Ok(lp.iter().map(|&x| f64::from(x)).sum::<f64>() / lp.len() as f64)
@@ -888,6 +892,7 @@ impl<'a> Personalizer<'a> {
         let tokens = self.model.tokenize(suffix, false, true)?;
         let opts = GenerateOptions {
             max_tokens,
+            logit_bias: self.bias.clone(),
             ..Default::default()
         };
         let g = self.ctx.generate_after_prefix(&tokens, &opts, |_| {})?;

@@ -42,6 +42,12 @@ pub enum Way {
         /// Strength of the direction.
         gamma: f32,
     },
+    /// The real-answer contrast read at the output: a logit bias toward the tokens the user's answers
+    /// use and the model's own do not ([`super::align::word_bias`]), times `strength`.
+    Words {
+        /// Multiplies the bias.
+        strength: f32,
+    },
 }
 
 impl Way {
@@ -53,6 +59,15 @@ impl Way {
             Way::Retrieval => "retrieval".into(),
             Way::Align { gamma } => format!("align@{gamma}"),
             Way::InsightAlign { gamma } => format!("insight+align@{gamma}"),
+            Way::Words { strength } => format!("words@{strength}"),
+        }
+    }
+
+    /// The strength of the logit bias, for the `words` way.
+    pub fn words(&self) -> Option<f32> {
+        match self {
+            Way::Words { strength } => Some(*strength),
+            _ => None,
         }
     }
 
@@ -78,25 +93,33 @@ impl Way {
 impl std::str::FromStr for Way {
     type Err = String;
 
-    /// `none`, `insight`, `retrieval`, `align@G`, `insight+align@G` (`@G` may be left out: the
-    /// default strength, [`super::DEFAULT_GAMMA`]).
+    /// `none`, `insight`, `retrieval`, `align@G`, `insight+align@G`, `words@S` (`@G` may be left
+    /// out: the default strength, [`super::DEFAULT_GAMMA`]; `@S`: 1).
     fn from_str(s: &str) -> Result<Way, String> {
-        let (head, gamma) = match s.split_once('@') {
+        let (head, given) = match s.split_once('@') {
             Some((h, g)) => (
                 h,
-                g.parse::<f32>()
-                    .map_err(|_| format!("`{g}` is not a strength"))?,
+                Some(
+                    g.parse::<f32>()
+                        .ok()
+                        .filter(|g| g.is_finite())
+                        .ok_or_else(|| format!("`{g}` is not a strength"))?,
+                ),
             ),
-            None => (s, super::DEFAULT_GAMMA),
+            None => (s, None),
         };
+        let gamma = given.unwrap_or(super::DEFAULT_GAMMA);
         match head {
             "none" => Ok(Way::None),
             "insight" => Ok(Way::Insight),
             "retrieval" => Ok(Way::Retrieval),
             "align" => Ok(Way::Align { gamma }),
             "insight+align" => Ok(Way::InsightAlign { gamma }),
+            "words" => Ok(Way::Words {
+                strength: given.unwrap_or(1.0),
+            }),
             _ => Err(format!(
-                "`{s}` is not a way: none, insight, retrieval, align@G, insight+align@G"
+                "`{s}` is not a way: none, insight, retrieval, align@G, insight+align@G, words@S"
             )),
         }
     }
@@ -118,7 +141,7 @@ pub struct PolicyParams {
 /// The candidate set and default of `fit --route auto` (docs/evaluation.md: chosen on the train split).
 pub fn default_policy_params(gamma: f32) -> PolicyParams {
     PolicyParams {
-        held_out: 3,
+        held_out: 5,
         min_fit: 4,
         candidates: vec![
             Way::None,
@@ -128,6 +151,9 @@ pub fn default_policy_params(gamma: f32) -> PolicyParams {
             Way::Align { gamma },
             Way::Align { gamma: 2.0 * gamma },
             Way::InsightAlign { gamma },
+            Way::Words { strength: 1.0 },
+            Way::Words { strength: 2.0 },
+            Way::Words { strength: 4.0 },
         ],
         default: Way::None,
     }
@@ -141,6 +167,9 @@ pub struct CandidateScore {
     /// Mean task metric over the held-out items (accuracy; minus the absolute error for ratings);
     /// `None` for free text.
     pub metric: Option<f64>,
+    /// The task metric per item, in the held-out items' order (empty for free text).
+    #[serde(default)]
+    pub per_item_metric: Vec<f64>,
     /// Mean over held-out items of the per-token log-likelihood of the user's real output.
     pub log_likelihood: f64,
     /// The same per item, in the held-out items' order.
@@ -161,9 +190,11 @@ pub struct Policy {
 }
 
 /// The rule: rank by metric (where there is one), then log-likelihood; keep the best if it beats
-/// `none` on the metric, or on the likelihood by more than the paired differences' standard error;
-/// when every candidate scores exactly the same, `none` (nothing to gain); otherwise `default`.
-/// Fewer than 2 held-out items: `default`.
+/// `none` beyond the held-out items' noise (the mean of the paired differences above their standard
+/// error): on the metric when it is ahead there, else on the likelihood. With 5 items a label task
+/// needs two answers more than `none` and none fewer, so that the best of many candidates is not kept
+/// for one lucky item. When every candidate scores exactly the same, `none` (nothing to gain);
+/// otherwise `default`. Fewer than 2 held-out items: `default`.
 pub fn choose(scores: &[CandidateScore], default: Way) -> (Way, Option<String>) {
     let n = scores.first().map_or(0, |s| s.per_item.len());
     if n < 2 {
@@ -197,29 +228,40 @@ pub fn choose(scores: &[CandidateScore], default: Way) -> (Way, Option<String>) 
     if best.way == Way::None {
         return (Way::None, None);
     }
-    if best.metric.unwrap_or(0.0) > none.metric.unwrap_or(0.0) {
-        return (best.way, None);
-    }
-    let diffs: Vec<f64> = best
-        .per_item
-        .iter()
-        .zip(&none.per_item)
-        .map(|(b, z)| b - z)
-        .collect();
-    let mean = diffs.iter().sum::<f64>() / n as f64;
-    let var = diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let se = (var / n as f64).sqrt();
+    let (what, (mean, se)) = if best.metric.unwrap_or(0.0) > none.metric.unwrap_or(0.0) {
+        (
+            "on the task's metric",
+            paired_gain(&best.per_item_metric, &none.per_item_metric),
+        )
+    } else {
+        (
+            "in nats a token",
+            paired_gain(&best.per_item, &none.per_item),
+        )
+    };
     if mean > se {
         (best.way, None)
     } else {
         (
             default,
             Some(format!(
-                "`{}` is ahead of `none` by {mean:.3} nats a token, inside its noise ({se:.3})",
+                "`{}` is ahead of `none` by {mean:.3} {what}, inside its noise ({se:.3})",
                 best.way.name()
             )),
         )
     }
+}
+
+/// Mean and standard error of the paired differences `a - b` (0, infinity with fewer than 2 pairs).
+fn paired_gain(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let n = diffs.len();
+    if n < 2 {
+        return (0.0, f64::INFINITY);
+    }
+    let mean = diffs.iter().sum::<f64>() / n as f64;
+    let var = diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    (mean, (var / n as f64).sqrt())
 }
 
 /// The task metric of one answer against the user's real one: 1/0 for a label, minus the absolute
@@ -363,8 +405,9 @@ impl Personalizer<'_> {
         }
         self.hold_out = held_out;
         let result = self.score_candidates(name, &history, held_out, params, policy);
-        // whatever happened, later fits see the whole history and no edit
+        // whatever happened, later fits see the whole history, no edit and no bias
         self.hold_out = 0;
+        self.bias.clear();
         self.set_plan(None)?;
         let scores = result?;
         let (way, fallback) = choose(&scores, policy.default);
@@ -454,7 +497,11 @@ impl Personalizer<'_> {
         let material = self.material(name, &align_params)?;
         let fit_items = &history[..history.len() - held_out];
         let tests = &history[history.len() - held_out..];
-        let profile: Option<Profile> = if policy.candidates.iter().any(|w| w.gamma().is_some()) {
+        let profile: Option<Profile> = if policy
+            .candidates
+            .iter()
+            .any(|w| w.gamma().is_some() || w.words().is_some())
+        {
             let user = self.store.require_user(name)?;
             match self.fit_unsaved(Owner::User(name.to_string()), &[user], &align_params) {
                 Ok((_, p)) => Some(p),
@@ -480,6 +527,12 @@ impl Personalizer<'_> {
                     },
                 )?)),
                 // no direction could be fitted: the way cannot be scored
+                (Some(_), None) => continue,
+            };
+            self.bias = match (way.words(), &profile) {
+                (None, _) => Vec::new(),
+                (Some(strength), Some(p)) => super::apply::profile_words(p, strength),
+                // no contrast to read the user's words from
                 (Some(_), None) => continue,
             };
             self.set_plan(plan)?;
@@ -517,8 +570,10 @@ impl Personalizer<'_> {
                 metric: (!metric.is_empty()).then(|| metric.iter().sum::<f64>() / n),
                 log_likelihood: per_item.iter().sum::<f64>() / n,
                 per_item,
+                per_item_metric: metric,
             });
         }
+        self.bias.clear();
         self.set_plan(None)?;
         Ok(out)
     }
@@ -534,6 +589,7 @@ mod tests {
             metric,
             log_likelihood: per_item.iter().sum::<f64>() / per_item.len() as f64,
             per_item: per_item.to_vec(),
+            per_item_metric: Vec::new(),
         }
     }
 
@@ -548,19 +604,37 @@ mod tests {
         assert_eq!(choose(&same, default), (Way::None, None));
     }
 
+    fn labelled(way: Way, hits: &[f64], per_item: &[f64]) -> CandidateScore {
+        CandidateScore {
+            metric: Some(hits.iter().sum::<f64>() / hits.len() as f64),
+            per_item_metric: hits.to_vec(),
+            ..score(way, None, per_item)
+        }
+    }
+
     #[test]
     fn a_clear_winner_is_kept_and_noise_falls_back() {
         let default = Way::Insight;
-        // the metric decides first
-        let by_metric = [
-            score(Way::None, Some(1.0 / 3.0), &[-1.0, -1.0, -1.0]),
-            score(
-                Way::Align { gamma: 2.0 },
-                Some(2.0 / 3.0),
-                &[-1.1, -1.0, -1.0],
-            ),
-        ];
-        assert_eq!(choose(&by_metric, default).0, Way::Align { gamma: 2.0 });
+        let ll = [-1.0; 5];
+        let none = labelled(Way::None, &[0.0, 0.0, 1.0, 0.0, 0.0], &ll);
+        // the metric decides first: two answers more than `none` and none fewer
+        let two = labelled(
+            Way::Words { strength: 2.0 },
+            &[1.0, 1.0, 1.0, 0.0, 0.0],
+            &[-1.5; 5],
+        );
+        assert_eq!(
+            choose(&[none.clone(), two], default).0,
+            Way::Words { strength: 2.0 }
+        );
+        // one answer more is one lucky item among many candidates: the default, and why
+        let one = labelled(Way::Retrieval, &[1.0, 0.0, 1.0, 0.0, 0.0], &ll);
+        let (way, why) = choose(&[none.clone(), one], default);
+        assert_eq!(way, default);
+        assert!(why.unwrap().contains("task's metric"));
+        // two more but one fewer: inside the noise
+        let swap = labelled(Way::Retrieval, &[1.0, 1.0, 0.0, 0.0, 0.0], &[0.0; 5]);
+        assert_eq!(choose(&[none, swap], default).0, default);
         // the same metric: the likelihood, when it is ahead on every item
         let by_ll = [
             score(Way::None, None, &[-2.0, -3.0, -2.5]),
@@ -613,6 +687,7 @@ mod tests {
             "retrieval",
             "align@0.5",
             "insight+align@2",
+            "words@4",
         ] {
             let w: Way = s.parse().unwrap();
             assert_eq!(w.name(), s);
@@ -625,6 +700,11 @@ mod tests {
         );
         assert!("sideways".parse::<Way>().is_err());
         assert!("align@x".parse::<Way>().is_err());
+        assert!("words@inf".parse::<Way>().is_err());
+        assert_eq!(
+            "words".parse::<Way>().unwrap(),
+            Way::Words { strength: 1.0 }
+        );
         let json = serde_json::to_value(Way::InsightAlign { gamma: 2.0 }).unwrap();
         assert_eq!(
             json,

@@ -474,7 +474,13 @@ fn admit(
         cached: 0,
         max_tokens,
         generated: 0,
-        sampler: SeqSampler::new(&job.opts),
+        sampler: SeqSampler::new(
+            &GenerateOptions {
+                logit_bias: part.as_ref().map(|p| p.logit_bias()).unwrap_or_default(),
+                ..job.opts.clone()
+            },
+            model.info().n_vocab,
+        ),
         text: TextStream::new(&job.opts.stop),
     }))
 }

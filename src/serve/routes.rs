@@ -373,6 +373,7 @@ fn options(
         top_p,
         seed,
         stop: stop.map(super::api::Stop::into_vec).unwrap_or_default(),
+        logit_bias: Vec::new(),
     })
 }
 
