@@ -980,3 +980,124 @@ fn a_next_turn_continues_the_cached_conversation_under_the_same_edit_only() {
     );
     assert_eq!(b_warm, b_cold);
 }
+
+/// Users `ana` and `ben` with profiles that only add vectors (the `align` route's edit, which runs as
+/// llama.cpp's control vector), at layers 10-12, different for each; `cy` with none.
+fn vector_store(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("v.db");
+    let info: Value = serde_json::from_str(&chameleon(
+        &db,
+        &[
+            "info",
+            "--json",
+            "--model",
+            common::smollm().to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let (n_layer, hidden) = (30usize, 576usize);
+    for (name, seed) in [("ana", 7u64), ("ben", 77)] {
+        let layers: Vec<Value> = (0..n_layer)
+            .map(|l| {
+                json!({"layer": l, "p": common::unit(hidden, seed + l as u64),
+                       "n": vec![0.0; hidden], "ccs_loss": 0.0})
+            })
+            .collect();
+        let export = json!({
+            "format": "chameleon-user", "version": 1,
+            "user": {"name": name, "created": 1},
+            "history": [{"input": "a film", "output": "Solaris"}],
+            "profiles": [{
+                "model": {"fingerprint": info["fingerprint"], "n_layer": n_layer, "hidden": hidden},
+                "selected_layers": [10, 11, 12],
+                "layers": layers,
+                "params": {"fit": {"route": "align", "gamma": 4.0},
+                           "align": {"scale": vec![4.0; n_layer]}},
+                "created": 2,
+            }],
+        });
+        let file = dir.join(format!("{name}.json"));
+        std::fs::write(&file, export.to_string()).unwrap();
+        chameleon(&db, &["import", file.to_str().unwrap()]);
+    }
+    chameleon(&db, &["user", "add", "cy"]);
+    db
+}
+
+fn health(server: &Server) -> Value {
+    let (status, body) = get(server, "/health", &[]);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// `--apply lora`: a vector profile runs as llama.cpp's control vector, one profile per batch. Each
+/// user's answer is what `generate --user X --apply lora` (the same control vector) says, alone and
+/// while other users' requests wait or run; the vector is installed once per change of profile.
+#[test]
+fn vector_profiles_run_in_the_graph_one_profile_per_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = vector_store(dir.path());
+    let solo = |user: Option<&str>| match user {
+        Some(u) => generate(&db, &["--user", u, "--apply", "lora"]),
+        None => generate(&db, &[]),
+    };
+    let (ana, ben, plain) = (solo(Some("ana")), solo(Some("ben")), solo(None));
+    assert_ne!(ana, plain, "the test profiles must change the answer");
+    assert_ne!(ben, plain);
+    assert_ne!(ana, ben);
+
+    let server = serve(&db, &["--apply", "lora", "--parallel", "4"]);
+    let ask = |user: Option<&str>| {
+        let extra = user.map_or(json!({}), |u| json!({"user": u}));
+        let (status, header, body) = post(&server, "/v1/chat/completions", &[], &chat_body(extra));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        (
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            header,
+        )
+    };
+    // one after another: each alone, the vector changing with the profile, not for a repeat
+    let (text, header) = ask(Some("ana"));
+    assert_eq!(text, ana);
+    assert_eq!(header, "user=ana; edit=yes; way=align@4");
+    assert_eq!(health(&server)["vector_switches"], 1);
+    assert_eq!(ask(Some("ana")).0, ana);
+    assert_eq!(
+        health(&server)["vector_switches"],
+        1,
+        "the same vector stays"
+    );
+    assert_eq!(ask(Some("ben")).0, ben);
+    assert_eq!(ask(Some("cy")).0, plain, "a user without a profile");
+    assert_eq!(ask(None).0, plain);
+    assert_eq!(health(&server)["vector_switches"], 3, "ana, ben, then none");
+
+    // at once: ben's and the plain request never share a batch with ana's vector, so each is its
+    // solo answer; ana's two run together under hers
+    let answers: Vec<(Option<&str>, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = [Some("ana"), Some("ben"), Some("ana"), None]
+            .into_iter()
+            .map(|u| s.spawn(move || (u, ask(u).0)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (user, text) in &answers {
+        match user {
+            Some("ben") => assert_eq!(text, &ben),
+            None => assert_eq!(text, &plain),
+            _ => {}
+        }
+    }
+    let ana_texts: Vec<&String> = answers
+        .iter()
+        .filter(|(u, _)| *u == Some("ana"))
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(ana_texts[0], ana_texts[1]);
+    let h = health(&server);
+    assert!(h["vector_switches"].as_u64().unwrap() >= 5, "{h}");
+}

@@ -2,6 +2,14 @@
 //! `--parallel` requests at once, each in a sequence of its own, all decoded in one batch with every
 //! token row edited by its own user's plan. A sequence's KV cells are computed under its plan only,
 //! so states of two plans never mix.
+//!
+//! In-graph mode (`--apply lora`, or `auto` on a GPU, where the callback costs about 1 ms a token): a
+//! profile whose edit only adds vectors (`align`/`auto` routes) runs as llama.cpp's control vector,
+//! inside the graph. A control vector holds for the whole context, so a batch then carries the
+//! requests of one such profile at a time; requests wait in arrival order for the running ones to
+//! finish before the next profile's vector is installed. Requests without an edit, and the paper's
+//! projection edits (a LoRA adapter would have to be loaded into the shared model), keep the per-row
+//! callback, with no vector installed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -87,6 +95,8 @@ pub struct Stats {
     pub batches: AtomicU64,
     /// The most sequences one batch carried.
     pub max_sequences: AtomicU64,
+    /// Times a profile's control vector was installed (in-graph mode).
+    pub vector_switches: AtomicU64,
     /// Sequences running now.
     pub running: AtomicU64,
 }
@@ -103,13 +113,18 @@ pub struct EngineConfig {
     pub keys: crate::store::crypt::KeyOptions,
     pub log_prompts: bool,
     pub stats: Arc<Stats>,
+    /// Run additive edits as llama.cpp's control vector, one profile per batch (module docs).
+    pub in_graph: bool,
 }
 
 /// One request being answered: its sequence in the shared context.
 struct Slot {
     seq: i32,
     events: mpsc::UnboundedSender<Event>,
+    /// The user's edit: what the sequence's cells are computed under.
     plan: Arc<EditPlan>,
+    /// In-graph mode: the edit runs as this control vector instead of per row; `None`: per row.
+    vector: Option<Arc<Vec<f32>>>,
     /// Tokens to feed next: the prompt (or what is left of it), then each sampled token.
     pending: Vec<Token>,
     /// Position of the next token in the sequence.
@@ -209,6 +224,7 @@ pub fn run(
         keys,
         log_prompts,
         stats,
+        in_graph,
     } = config;
     let parallel = parallel.max(1);
     let per_seq = context.n_ctx as usize;
@@ -225,13 +241,16 @@ pub fn run(
     ready.store(true, Ordering::SeqCst);
     on_ready();
     let mut slots: Vec<Slot> = Vec::new();
+    // admitted, waiting for the control vector of the running batch to change (in-graph mode)
+    let mut held: std::collections::VecDeque<Slot> = std::collections::VecDeque::new();
+    let mut installed: Option<Arc<Vec<f32>>> = None;
     let mut caches: Vec<Option<SeqCache>> = (0..parallel).map(|_| None).collect();
     let mut served = 0u64;
     let mut open = true;
     loop {
         // admit new requests: wait for one when idle, take what is queued otherwise
-        while open && slots.len() < parallel {
-            let job = if slots.is_empty() {
+        while open && slots.len() + held.len() < parallel {
+            let job = if slots.is_empty() && held.is_empty() {
                 match jobs.blocking_recv() {
                     Some(j) => j,
                     None => {
@@ -263,11 +282,9 @@ pub fn run(
                 &none,
                 served,
                 log_prompts,
+                in_graph,
             ) {
-                Ok(Some(mut slot)) => {
-                    place(&mut slot, &slots, &mut caches, &mut ctx);
-                    slots.push(slot);
-                }
+                Ok(Some(slot)) => held.push_back(slot),
                 Ok(None) => {}
                 Err(e) => {
                     eprintln!("request {served}: {e:#}");
@@ -275,8 +292,35 @@ pub fn run(
                 }
             }
         }
+        held.retain(|slot| !slot.events.is_closed());
+        // start the admitted requests in arrival order while they share the installed vector (or
+        // none); the first that needs another waits, and so do those after it, until the running
+        // requests are done and its vector can be installed
+        while slots.len() < parallel
+            && let Some(front) = held.front()
+        {
+            if front.vector != installed {
+                if !slots.is_empty() {
+                    break;
+                }
+                let vector = front.vector.clone();
+                // the cells of every sequence were computed under the old vector
+                if let Err(e) = ctx.set_control_vector(vector.as_deref().map(Vec::as_slice)) {
+                    let slot = held.pop_front().expect("front exists");
+                    eprintln!("control vector: {e}");
+                    let _ = slot.events.send(Event::Failed(format!("{e}")));
+                    continue;
+                }
+                caches.iter_mut().for_each(|c| *c = None);
+                installed = vector;
+                stats.vector_switches.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut slot = held.pop_front().expect("front exists");
+            place(&mut slot, &slots, &mut caches, &mut ctx);
+            slots.push(slot);
+        }
         if slots.is_empty() {
-            if open {
+            if open || !held.is_empty() {
                 continue;
             }
             return Ok(());
@@ -320,7 +364,12 @@ pub fn run(
                     pos: slot.pos + k,
                     seq: slot.seq,
                     output: last,
-                    plan: slot.plan.clone(),
+                    // a vector edit is in the graph already
+                    plan: if slot.vector.is_some() {
+                        none.clone()
+                    } else {
+                        slot.plan.clone()
+                    },
                 });
                 if last {
                     out_row[i] = Some(rows.len() - 1);
@@ -406,6 +455,7 @@ fn admit(
     none: &Arc<EditPlan>,
     n: u64,
     log_prompts: bool,
+    in_graph: bool,
 ) -> anyhow::Result<Option<Slot>> {
     let mut applied = Applied {
         user: job.user.clone(),
@@ -463,10 +513,16 @@ fn admit(
         });
         return Ok(None);
     }
+    let vector = if in_graph && plan.adds() && !plan.projects() {
+        plan.control_vector().map(Arc::new)
+    } else {
+        None
+    };
     Ok(Some(Slot {
         seq: 0,
         events: job.events,
         plan,
+        vector,
         n_prompt: tokens.len(),
         pending: tokens,
         pos: 0,

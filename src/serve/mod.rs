@@ -52,11 +52,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH", conflicts_with = "api_key")]
     pub api_key_file: Option<PathBuf>,
     /// Requests answered at once, each in its own sequence, decoded together in one batch (every
-    /// token row edited by its own user's profile). `--ctx` is per request. On a GPU build the
-    /// per-row edit runs through the eval callback, which costs about 1 ms a token there (docs/measured.md,
-    /// "On a GPU").
+    /// token row edited by its own user's profile). `--ctx` is per request.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub parallel: usize,
+    /// How edits run. `hook`: the eval callback edits each token row with its own user's profile,
+    /// so any users share a batch; on a GPU it costs about 1 ms a token (docs/measured.md, "On a
+    /// GPU"). `lora`: a profile that adds vectors (`--route align`/`auto`) runs as llama.cpp's
+    /// control vector inside the graph, at no cost, and a batch then holds one such profile's
+    /// requests at a time (others wait their turn); the paper's edits and requests without a
+    /// profile keep the hook. `auto`: `lora` when the model's layers run on a GPU, else `hook`.
+    #[arg(long, value_enum, default_value_t = crate::cli::generate::Apply::Auto)]
+    pub apply: crate::cli::generate::Apply,
     /// Requests that may wait for the model; beyond them a request gets 503 with `Retry-After`.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub queue: usize,
@@ -186,6 +192,7 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
         let global = global.clone();
         let log_prompts = args.log_prompts;
         let parallel = args.parallel.max(1);
+        let apply = args.apply;
         let worker_ready = ready.clone();
         let worker_writes = writes.clone();
         let worker = std::thread::Builder::new()
@@ -193,6 +200,16 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
             .spawn(move || -> anyhow::Result<()> {
                 let model = Arc::new(model_args.load(&global)?);
                 let _ = worker_writes.model.set(model.clone());
+                let in_graph = match apply {
+                    crate::cli::generate::Apply::Hook => false,
+                    crate::cli::generate::Apply::Lora => true,
+                    crate::cli::generate::Apply::Auto => model.on_gpu(),
+                };
+                if in_graph {
+                    eprintln!(
+                        "chameleon serve: vector edits run in llama.cpp's graph, one profile per batch"
+                    );
+                }
                 let config = engine::EngineConfig {
                     model,
                     context,
@@ -201,6 +218,7 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
                     keys: store_keys,
                     log_prompts,
                     stats,
+                    in_graph,
                 };
                 engine::run(config, job_rx, worker_ready, || {
                     eprintln!(

@@ -69,6 +69,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             "running": s.running.load(Ordering::Relaxed),
             "batches": s.batches.load(Ordering::Relaxed),
             "max_sequences_in_a_batch": s.max_sequences.load(Ordering::Relaxed),
+            "vector_switches": s.vector_switches.load(Ordering::Relaxed),
         }))
         .into_response()
     } else {
