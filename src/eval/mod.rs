@@ -1,6 +1,7 @@
 //! Evaluation on LaMP-format data: loader, official metrics, methods compared, report.
 pub mod baseline;
 pub mod lamp;
+pub mod method;
 pub mod metrics;
 pub mod prompts;
 pub mod report;
