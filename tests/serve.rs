@@ -169,12 +169,17 @@ fn chameleon(db: &Path, args: &[&str]) -> String {
 
 const PROMPT: &str = "Name a film for a rainy evening.";
 
-/// A store with `alice` (a strong profile for SmolLM2, written as an export: unit directions at
-/// three middle layers) and `bob` (no profile).
-fn store(dir: &Path) -> std::path::PathBuf {
-    let db = dir.join("c.db");
+/// Import `name` into `db` with one synthetic SmolLM2 profile: `p` and `n` per layer (30 layers of
+/// 576), edits at layers 10-12, fitted with `params`.
+fn import_profiled(
+    db: &Path,
+    dir: &Path,
+    name: &str,
+    direction: impl Fn(usize) -> (Value, Value),
+    params: Value,
+) {
     let info: Value = serde_json::from_str(&chameleon(
-        &db,
+        db,
         &[
             "info",
             "--json",
@@ -186,25 +191,43 @@ fn store(dir: &Path) -> std::path::PathBuf {
     let (n_layer, hidden) = (30usize, 576usize);
     let layers: Vec<Value> = (0..n_layer)
         .map(|l| {
-            json!({"layer": l, "p": common::unit(hidden, l as u64 + 1),
-                   "n": common::unit(hidden, l as u64 + 101), "ccs_loss": 0.0})
+            let (p, n) = direction(l);
+            json!({"layer": l, "p": p, "n": n, "ccs_loss": 0.0})
         })
         .collect();
     let export = json!({
         "format": "chameleon-user", "version": 1,
-        "user": {"name": "alice", "created": 1},
+        "user": {"name": name, "created": 1},
         "history": [{"input": "a film", "output": "Solaris"}],
         "profiles": [{
             "model": {"fingerprint": info["fingerprint"], "n_layer": n_layer, "hidden": hidden},
             "selected_layers": [10, 11, 12],
             "layers": layers,
-            "params": {"fit": {"alpha": 8.0, "beta": 0.0}},
+            "params": params,
             "created": 2,
         }],
     });
-    let file = dir.join("alice.json");
+    let file = dir.join(format!("{name}.json"));
     std::fs::write(&file, export.to_string()).unwrap();
-    chameleon(&db, &["import", file.to_str().unwrap()]);
+    chameleon(db, &["import", file.to_str().unwrap()]);
+}
+
+/// A store with `alice` (a strong profile for SmolLM2, written as an export: unit directions at
+/// three middle layers) and `bob` (no profile).
+fn store(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("c.db");
+    import_profiled(
+        &db,
+        dir,
+        "alice",
+        |l| {
+            (
+                json!(common::unit(576, l as u64 + 1)),
+                json!(common::unit(576, l as u64 + 101)),
+            )
+        },
+        json!({"fit": {"alpha": 8.0, "beta": 0.0}}),
+    );
     chameleon(&db, &["user", "add", "bob"]);
     db
 }
@@ -985,40 +1008,19 @@ fn a_next_turn_continues_the_cached_conversation_under_the_same_edit_only() {
 /// llama.cpp's control vector), at layers 10-12, different for each; `cy` with none.
 fn vector_store(dir: &Path) -> std::path::PathBuf {
     let db = dir.join("v.db");
-    let info: Value = serde_json::from_str(&chameleon(
-        &db,
-        &[
-            "info",
-            "--json",
-            "--model",
-            common::smollm().to_str().unwrap(),
-        ],
-    ))
-    .unwrap();
-    let (n_layer, hidden) = (30usize, 576usize);
     for (name, seed) in [("ana", 7u64), ("ben", 77)] {
-        let layers: Vec<Value> = (0..n_layer)
-            .map(|l| {
-                json!({"layer": l, "p": common::unit(hidden, seed + l as u64),
-                       "n": vec![0.0; hidden], "ccs_loss": 0.0})
-            })
-            .collect();
-        let export = json!({
-            "format": "chameleon-user", "version": 1,
-            "user": {"name": name, "created": 1},
-            "history": [{"input": "a film", "output": "Solaris"}],
-            "profiles": [{
-                "model": {"fingerprint": info["fingerprint"], "n_layer": n_layer, "hidden": hidden},
-                "selected_layers": [10, 11, 12],
-                "layers": layers,
-                "params": {"fit": {"route": "align", "gamma": 4.0},
-                           "align": {"scale": vec![4.0; n_layer]}},
-                "created": 2,
-            }],
-        });
-        let file = dir.join(format!("{name}.json"));
-        std::fs::write(&file, export.to_string()).unwrap();
-        chameleon(&db, &["import", file.to_str().unwrap()]);
+        import_profiled(
+            &db,
+            dir,
+            name,
+            |l| {
+                (
+                    json!(common::unit(576, seed + l as u64)),
+                    json!(vec![0.0; 576]),
+                )
+            },
+            json!({"fit": {"route": "align", "gamma": 4.0}, "align": {"scale": vec![4.0; 30]}}),
+        );
     }
     chameleon(&db, &["user", "add", "cy"]);
     db

@@ -31,6 +31,16 @@ pub enum Apply {
 }
 
 impl Apply {
+    /// Whether an edit that only adds vectors runs as llama.cpp's control vector (in the graph)
+    /// rather than through the hook: `lora` always, `auto` when the layers run on a GPU.
+    pub fn vectors_in_graph(self, on_gpu: bool) -> bool {
+        match self {
+            Apply::Hook => false,
+            Apply::Lora => true,
+            Apply::Auto => on_gpu,
+        }
+    }
+
     /// Whether to run the edit as an adapter, for a model whose MLP output is (not) followed by a
     /// norm, with layers (not) on a GPU.
     ///
@@ -78,11 +88,7 @@ impl Edit {
     pub fn prepare(model: &mut Model, plan: Arc<EditPlan>, apply: Apply) -> anyhow::Result<Edit> {
         // an additive edit alone is a control vector: in the graph on every architecture
         if plan.adds() && !plan.projects() {
-            let in_graph = match apply {
-                Apply::Hook => false,
-                Apply::Lora => true,
-                Apply::Auto => model.on_gpu(),
-            };
+            let in_graph = apply.vectors_in_graph(model.on_gpu());
             return match (in_graph, plan.control_vector()) {
                 (false, _) => Ok(Edit::Hook(plan)),
                 (true, Some(v)) => Ok(Edit::ControlVector(v)),

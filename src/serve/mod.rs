@@ -200,11 +200,7 @@ pub fn run(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
             .spawn(move || -> anyhow::Result<()> {
                 let model = Arc::new(model_args.load(&global)?);
                 let _ = worker_writes.model.set(model.clone());
-                let in_graph = match apply {
-                    crate::cli::generate::Apply::Hook => false,
-                    crate::cli::generate::Apply::Lora => true,
-                    crate::cli::generate::Apply::Auto => model.on_gpu(),
-                };
+                let in_graph = apply.vectors_in_graph(model.on_gpu());
                 if in_graph {
                     eprintln!(
                         "chameleon serve: vector edits run in llama.cpp's graph, one profile per batch"
