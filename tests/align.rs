@@ -378,6 +378,19 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
     assert!(!words.is_empty(), "{}", profile.params);
     assert!(words.windows(2).all(|w| w[0].0 < w[1].0));
     assert!(words.iter().all(|(_, b)| b.is_finite() && *b != 0.0));
+    // ... toward the user's tag however a reply spells it: as its first word (no space before it, as
+    // `generate` starts a reply) and after a space (as after `Tag:`); the fixture's user says
+    // `sci-fi` in 6 of 8 items
+    let bias_of = |text: &str| {
+        let t = model.tokenize(text, false, false).unwrap()[0];
+        words.iter().find(|(k, _)| *k == t).map(|(_, b)| *b)
+    };
+    for spelling in ["sci-fi", " sci-fi"] {
+        assert!(
+            bias_of(spelling).is_some_and(|b| b > 0.0),
+            "{spelling:?}: {words:?}"
+        );
+    }
     // generate answers with the policy, and with any way asked for
     let ask = |way: Option<&str>| {
         let mut args = vec![

@@ -16,7 +16,8 @@
 //!
 //! The same contrast read at the output gives the `words` way ([`word_bias`]): a logit bias toward the
 //! tokens the user's real answers use and the model's own do not, `ln((df_user(t) + 1) / (df_own(t) + 1))`
-//! with `df` the number of contrast items whose answer holds token t.
+//! with `df` the number of contrast items whose answer holds token t in either of its spellings (as a
+//! reply's first word and after a space).
 //! This module is the arithmetic; [`super::pipeline::Personalizer`] reads the texts through the model.
 
 use std::time::Instant;
@@ -127,6 +128,20 @@ pub fn word_bias<R: AsRef<[Token]>>(items: &[(R, R)]) -> Vec<(Token, f32)> {
         .collect()
 }
 
+/// The tokens of an answer as a reply may spell it: as the reply's first word (no space before it,
+/// as `generate`, `chat` and `serve` start a reply) and after a space (as after the lead `Tag:`).
+/// BPE vocabularies give the two spellings different tokens ("comedy" and " comedy"), and a bias
+/// read from one spelling alone misses the other, so the `words` bias counts both (once per item).
+fn answer_spellings(
+    model: &crate::llm::Model,
+    answer: &str,
+) -> Result<Vec<Token>, crate::llm::LlmError> {
+    let a = answer.trim_start();
+    let mut tokens = model.tokenize(a, false, false)?;
+    tokens.extend(model.tokenize(&format!(" {a}"), false, false)?);
+    Ok(tokens)
+}
+
 /// The `n` layers of `band` whose items agree most, in layer order (layers with a zero direction are
 /// never chosen).
 pub fn most_agreeing(layers: &[LayerAlign], band: std::ops::Range<usize>, n: usize) -> Vec<usize> {
@@ -214,15 +229,10 @@ impl Personalizer<'_> {
                 let (prefix, suffix) = self.pair_prompt(&prep, &c.hist, &c.query, None)?;
                 self.ensure_prefix(&prefix)?;
                 let query = format!("{suffix}{lead}");
-                let as_scored = |a: &str| {
-                    let text = if lead.is_empty() {
-                        a.to_string()
-                    } else {
-                        format!(" {a}")
-                    };
-                    self.model.tokenize(&text, false, false)
-                };
-                words.push((as_scored(&c.real)?, as_scored(&c.own)?));
+                words.push((
+                    answer_spellings(self.model, &c.real)?,
+                    answer_spellings(self.model, &c.own)?,
+                ));
                 let (vr, nr) =
                     self.capture_answer_norms(&query, &c.real, &layers, params.pooling)?;
                 let (vo, no) =

@@ -49,8 +49,10 @@ const EMBED_BATCH: usize = 16;
 /// pairs ([`pair_hashes`]); before, the store kept only the last, so a refit could find fewer pairs
 /// that differ than the fit that wrote them. 6: a free-text personalised reply that opens with the
 /// tweet's @handles and then declines is no answer too, and stored pairs are read by the current rule.
-/// 7: real-answer profiles record the `words` bias ([`super::align::word_bias`]).
-pub const FIT_VERSION: u32 = 7;
+/// 7: real-answer profiles record the `words` bias ([`super::align::word_bias`]). 8: that bias counts
+/// both spellings of an answer's tokens (a reply's first word has no space before it), and the policy
+/// scores each way on the prompt it is applied with (no answer lead).
+pub const FIT_VERSION: u32 = 8;
 
 /// Offline queries tried per wanted pair, at most: a model that answers a query the same way with and
 /// without the insight gives a pair that is dropped, and the next query is tried instead.

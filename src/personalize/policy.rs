@@ -514,7 +514,6 @@ impl Personalizer<'_> {
         let family = material.family;
         let kind = super::pipeline::dominant_kind(history);
         let labels = prompts::labels_for_kind(&kind);
-        let lead = prompts::answer_lead(family);
         let mut out = Vec::new();
         for &way in &policy.candidates {
             let plan = match (way.gamma(), &profile) {
@@ -551,15 +550,11 @@ impl Personalizer<'_> {
                 };
                 let (prefix, suffix) = way_prompt(self.model, way, &shown, &request)?;
                 self.ensure_prefix(&prefix)?;
-                let query = format!("{suffix}{lead}");
-                let answer = if lead.is_empty() {
-                    real.clone()
-                } else {
-                    format!(" {real}")
-                };
-                per_item.push(self.mean_log_likelihood(&query, &answer)?);
+                // scored as the way is applied: the reply starts right after the assistant's turn
+                // opens, with no answer lead (`generate`, `chat` and `serve` add none)
+                per_item.push(self.mean_log_likelihood(&suffix, &real)?);
                 if family != TaskFamily::FreeText {
-                    let reply = self.generate_text(&query, params.answer_tokens)?;
+                    let reply = self.generate_text(&suffix, params.answer_tokens)?;
                     let said = prompts::pair_answer(family, labels, &reply);
                     metric.extend(item_metric(family, &said, &real));
                 }
