@@ -32,6 +32,7 @@ pub mod llm;
 pub mod paths;
 pub mod personalize;
 pub mod retrieval;
+pub mod rouge;
 pub mod serve;
 pub mod steer;
 pub mod store;

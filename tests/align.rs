@@ -337,7 +337,11 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
     for s in &policy.scores {
         assert_eq!(s.per_item.len(), held, "{s:?}");
         assert!(s.log_likelihood.is_finite() && s.log_likelihood < 0.0);
-        assert!(s.metric.is_none(), "a free-text history has no task metric");
+        // free text: ROUGE-1 of the way's own answer against the real one, per held-out item
+        assert_eq!(s.per_item_metric.len(), held, "{s:?}");
+        assert!(s.per_item_metric.iter().all(|m| (0.0..=1.0).contains(m)));
+        let mean = s.per_item_metric.iter().sum::<f64>() / held as f64;
+        assert!(s.metric.is_some_and(|m| (m - mean).abs() < 1e-9), "{s:?}");
     }
     drop(p);
     // what the held-out fit stored: answers to queries from the items before the held-out ones only
@@ -373,6 +377,51 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
         serde_json::to_value(stored.way).unwrap()
     );
     assert!(!profile.params["insight"].as_str().unwrap().is_empty());
+    // generate answers with the policy, and with any way asked for
+    let ask = |way: Option<&str>| {
+        let mut args = vec![
+            "generate",
+            "--user",
+            "tagger",
+            "--prompt",
+            "Which tag fits Alien?",
+            "--max-tokens",
+            "8",
+        ];
+        args.extend(way.map(|w| ["--way", w]).into_iter().flatten());
+        run(&db, &args)
+    };
+    let shown = ask(None);
+    assert!(shown.status.success());
+    assert!(
+        String::from_utf8_lossy(&shown.stderr).contains(&format!("way `{}`", stored.way.name())),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    // the fit builds what the chosen way uses: a direction only for an edit, a bias only for words
+    assert_eq!(
+        profile.layers.is_empty(),
+        stored.way.gamma().is_none(),
+        "{:?}",
+        stored.way
+    );
+    if stored.way.gamma().is_none() && stored.way.words().is_none() {
+        assert!(profile.params.get("words").is_none(), "{}", profile.params);
+    }
+    if stored.way.gamma().is_none() {
+        // an edit the profile does not hold: a clear error that says how to get one
+        let refused = ask(Some("align@2"));
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("--route align"),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
+
+    // a real-answer profile holds the direction and the `words` bias, and answers every way
+    fit_tagger(&db, "align", "4");
+    let profile = tagger_profile(&store);
     // the `words` bias: read from the contrasts, in token order, finite
     let words: Vec<(i32, f32)> = serde_json::from_value(profile.params["words"].clone()).unwrap();
     assert!(!words.is_empty(), "{}", profile.params);
@@ -391,28 +440,7 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
             "{spelling:?}: {words:?}"
         );
     }
-    // generate answers with the policy, and with any way asked for
-    let ask = |way: Option<&str>| {
-        let mut args = vec![
-            "generate",
-            "--user",
-            "tagger",
-            "--prompt",
-            "Which tag fits Alien?",
-            "--max-tokens",
-            "8",
-        ];
-        args.extend(way.map(|w| ["--way", w]).into_iter().flatten());
-        run(&db, &args)
-    };
     for way in ["none", "insight", "retrieval", "align@2", "words@4"] {
         assert!(!ok(ask(Some(way))).trim().is_empty(), "{way}");
     }
-    let shown = ask(None);
-    assert!(shown.status.success());
-    assert!(
-        String::from_utf8_lossy(&shown.stderr).contains(&format!("way `{}`", stored.way.name())),
-        "{}",
-        String::from_utf8_lossy(&shown.stderr)
-    );
 }

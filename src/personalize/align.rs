@@ -195,6 +195,19 @@ impl Personalizer<'_> {
         users: &[User],
         params: &FitParams,
     ) -> Result<(FitReport, Profile), PersonalizeError> {
+        self.fit_contrasts(owner, users, params, true)
+    }
+
+    /// [`Self::fit_align`], or with `direction` false only the contrasts' `words` bias: the model's
+    /// own answers are made, but no activation is read and the profile holds no direction (what an
+    /// `auto` profile whose way is `words` needs).
+    pub(super) fn fit_contrasts(
+        &mut self,
+        owner: Owner,
+        users: &[User],
+        params: &FitParams,
+        direction: bool,
+    ) -> Result<(FitReport, Profile), PersonalizeError> {
         let n_layer = self.model.n_layer();
         let layers: Vec<usize> = (0..n_layer).collect();
         self.stage_secs = [0.0; 3];
@@ -226,13 +239,16 @@ impl Personalizer<'_> {
                     continue;
                 }
                 self.check_interrupt()?;
-                let (prefix, suffix) = self.pair_prompt(&prep, &c.hist, &c.query, None)?;
-                self.ensure_prefix(&prefix)?;
-                let query = format!("{suffix}{lead}");
                 words.push((
                     answer_spellings(self.model, &c.real)?,
                     answer_spellings(self.model, &c.own)?,
                 ));
+                if !direction {
+                    continue;
+                }
+                let (prefix, suffix) = self.pair_prompt(&prep, &c.hist, &c.query, None)?;
+                self.ensure_prefix(&prefix)?;
+                let query = format!("{suffix}{lead}");
                 let (vr, nr) =
                     self.capture_answer_norms(&query, &c.real, &layers, params.pooling)?;
                 let (vo, no) =
@@ -246,7 +262,7 @@ impl Personalizer<'_> {
             bar.finish_and_clear();
             capture_secs += t.elapsed().as_secs_f64();
         }
-        let used = diffs[0].len();
+        let used = words.len();
         if used < 2 {
             return Err(PersonalizeError::TooFewContrasts {
                 owner: owner.to_string(),
@@ -259,8 +275,29 @@ impl Personalizer<'_> {
             .zip(self.stage_secs)
             .map(|(n, s)| (n.to_string(), s))
             .collect();
+        if !direction {
+            // the `words` bias alone: no layer, no direction
+            let profile = Profile {
+                model: self.identity()?,
+                selected_layers: Vec::new(),
+                layers: Vec::new(),
+                params: serde_json::json!({
+                    "fit": params,
+                    "prompt_version": PROMPT_VERSION,
+                    "fit_version": FIT_VERSION,
+                    "align": { "items": used, "tried": tried },
+                    "words": word_bias(&words),
+                    "members": users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+                    "selected": shown,
+                }),
+                created: unix_now(),
+            };
+            return Ok((
+                self.align_report(owner, Vec::new(), used, same, seconds),
+                profile,
+            ));
+        }
         seconds.push(("capture".to_string(), capture_secs));
-
         let t = Instant::now();
         let fitted = align_layers(&diffs, &norms);
         let selected = match &params.layers {
@@ -308,9 +345,23 @@ impl Personalizer<'_> {
         };
         // the plan is checked before the profile is stored, so a stored profile always applies
         profile_plan(&profile, &Strengths::default())?;
-        let report = FitReport {
+        Ok((
+            self.align_report(owner, selected, used, same, seconds),
+            profile,
+        ))
+    }
+
+    pub(super) fn align_report(
+        &self,
+        owner: Owner,
+        selected_layers: Vec<usize>,
+        used: usize,
+        same: usize,
+        seconds: Vec<(String, f64)>,
+    ) -> FitReport {
+        FitReport {
             owner: owner.to_string(),
-            selected_layers: selected,
+            selected_layers,
             pairs: used,
             dropped_pairs: same,
             reused: self.reused,
@@ -318,8 +369,7 @@ impl Personalizer<'_> {
             tokens: self.tokens,
             seconds,
             policy: None,
-        };
-        Ok((report, profile))
+        }
     }
 
     /// The model's own greedy answer to each contrast item, stored as a pair (`personal`: the user's

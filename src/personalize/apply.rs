@@ -121,6 +121,15 @@ pub fn profile_plan(
                     .or_else(|| recorded("gamma"))
                     .unwrap_or(DEFAULT_GAMMA),
             };
+            if profile.layers.is_empty() {
+                let chosen = profile_policy(profile).map(|p| p.way.name());
+                return Err(PersonalizeError::Params(format!(
+                    "the profile holds no direction{}; fit with `--route align` to apply one",
+                    chosen.map_or_else(String::new, |w| format!(
+                        ": its policy chose `{w}`, and a fit builds only what its way uses"
+                    ))
+                )));
+            }
             let scales: Vec<f32> = profile
                 .params
                 .pointer("/align/scale")
@@ -194,6 +203,44 @@ mod tests {
         .unwrap();
         assert_eq!(plan.edits()[1].alpha, 3.0);
     }
+
+    #[test]
+    fn a_profile_without_a_direction_applies_its_way_and_refuses_an_edit() {
+        let policy = Policy {
+            way: Way::Retrieval,
+            held_out: 5,
+            fallback: None,
+            scores: Vec::new(),
+        };
+        let profile = Profile {
+            model: ModelIdentity {
+                fingerprint: "f".into(),
+                n_layer: 4,
+                hidden: 3,
+            },
+            selected_layers: Vec::new(),
+            layers: Vec::new(),
+            params: serde_json::json!({"fit": {"route": "auto"}, "policy": policy}),
+            created: 0,
+        };
+        // its own way edits nothing
+        let plan = profile_plan(&profile, &Strengths::default()).unwrap();
+        assert!(plan.edits().is_empty());
+        // an edit asked for: an error that says how to get a direction
+        let err = profile_plan(
+            &profile,
+            &Strengths {
+                way: Some(Way::Align { gamma: 1.0 }),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`retrieval`") && err.contains("--route align"),
+            "{err}"
+        );
+    }
 }
 
 /// What an `align` or `auto` profile adds to a request's text, the way its policy was scored: the
@@ -263,6 +310,18 @@ pub fn prompt_part_for(
     profile: &Profile,
     way: Option<Way>,
 ) -> Result<Option<PromptPart>, PersonalizeError> {
+    if let (Some(asked), Some(policy)) = (way, profile_policy(profile))
+        && asked.words().is_some()
+        && policy.way.words().is_none()
+        && profile.params.get("words").is_none()
+    {
+        return Err(PersonalizeError::Params(format!(
+            "the profile holds no `words` bias: its policy chose `{}`, and a fit builds only what \
+             its way uses; fit with `--route align` to apply `{}`",
+            policy.way.name(),
+            asked.name()
+        )));
+    }
     let Some(way) = profile_way(profile, way) else {
         return Ok(None);
     };

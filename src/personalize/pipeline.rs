@@ -51,8 +51,10 @@ const EMBED_BATCH: usize = 16;
 /// tweet's @handles and then declines is no answer too, and stored pairs are read by the current rule.
 /// 7: real-answer profiles record the `words` bias ([`super::align::word_bias`]). 8: that bias counts
 /// both spellings of an answer's tokens (a reply's first word has no space before it), and the policy
-/// scores each way on the prompt it is applied with (no answer lead).
-pub const FIT_VERSION: u32 = 8;
+/// scores each way on the prompt it is applied with (no answer lead). 9: the policy scores free text
+/// by ROUGE-1 of each way's generated answer (it was the likelihood alone), and an `auto` fit builds
+/// only what its chosen way uses (no direction for a prompt way or `words`).
+pub const FIT_VERSION: u32 = 9;
 
 /// Offline queries tried per wanted pair, at most: a model that answers a query the same way with and
 /// without the insight gives a pair that is dropped, and the next query is tried instead.

@@ -3,8 +3,11 @@
 //!
 //! The user's newest history items are held out (LaMP's own time split), everything is fitted on the
 //! rest, and every candidate way of answering is scored on the held-out items: by the task's metric
-//! where the outputs are labels or ratings (ties broken by the likelihood), and always by the mean
-//! log-likelihood of the user's real output, teacher-forced, per token. The best way is kept when it
+//! on the way's own greedy answer (accuracy for labels, the absolute error for ratings, ROUGE-1 for
+//! free text; ties broken by the likelihood), and by the mean log-likelihood of the user's real
+//! output, teacher-forced, per token. Free text is scored by ROUGE, not by the likelihood alone: on
+//! LaMP-7 the direction raised the likelihood of the users' tweets while its generated answers lost
+//! ROUGE (docs/evaluation.md, "SmolLM2-135M, LaMP-7"). The best way is kept when it
 //! beats answering without personalisation beyond the items' own noise; when every way scores the
 //! same, nothing is personalised; in between, the default chosen on the train split is used, and the
 //! policy says why. [`choose`] is that rule, pure; [`Personalizer::choose_policy`] scores through the
@@ -164,10 +167,10 @@ pub fn default_policy_params(gamma: f32) -> PolicyParams {
 pub struct CandidateScore {
     /// The way scored.
     pub way: Way,
-    /// Mean task metric over the held-out items (accuracy; minus the absolute error for ratings);
-    /// `None` for free text.
+    /// Mean task metric over the held-out items (accuracy; minus the absolute error for ratings;
+    /// ROUGE-1 F for free text); `None` in policies of fit versions before 9 for free text.
     pub metric: Option<f64>,
-    /// The task metric per item, in the held-out items' order (empty for free text).
+    /// The task metric per item, in the held-out items' order.
     #[serde(default)]
     pub per_item_metric: Vec<f64>,
     /// Mean over held-out items of the per-token log-likelihood of the user's real output.
@@ -265,7 +268,8 @@ fn paired_gain(a: &[f64], b: &[f64]) -> (f64, f64) {
 }
 
 /// The task metric of one answer against the user's real one: 1/0 for a label, minus the absolute
-/// error for a rating (an answer that is not a rating scores -4, the worst); `None` for free text.
+/// error for a rating (an answer that is not a rating scores -4, the worst), ROUGE-1 F for free text
+/// (LaMP-4..7's first metric); `None` when the real answer is not in the task's space.
 pub fn item_metric(family: TaskFamily, answer: &str, real: &str) -> Option<f64> {
     match family {
         TaskFamily::Classification => Some(f64::from(u8::from(
@@ -278,7 +282,7 @@ pub fn item_metric(family: TaskFamily, answer: &str, real: &str) -> Option<f64> 
                 Err(_) => -4.0,
             })
         }
-        TaskFamily::FreeText => None,
+        TaskFamily::FreeText => Some(crate::rouge::rouge1(real, answer).fmeasure),
     }
 }
 
@@ -442,30 +446,45 @@ impl Personalizer<'_> {
             route: Route::Align,
             ..params.clone()
         };
+        // the final fit builds what the chosen way uses: the direction (answers and activations),
+        // the `words` bias (answers only), or neither (the prompt ways need the selection and the
+        // insight, which the material holds)
+        self.stage_secs = [0.0; 3];
         let material = self.material(&user.name, &align_params)?;
-        let (mut report, mut profile) = match self.fit_align(owner.clone(), users, &align_params) {
-            Ok(fitted) => fitted,
-            // the model answers as the user everywhere: no direction, only the prompt ways
-            Err(PersonalizeError::TooFewContrasts { .. }) if policy.way.gamma().is_none() => (
-                FitReport {
-                    owner: owner.to_string(),
-                    selected_layers: Vec::new(),
-                    pairs: 0,
-                    dropped_pairs: 0,
-                    reused: self.reused,
-                    embedded: self.embedded,
-                    tokens: self.tokens,
-                    seconds: Vec::new(),
-                    policy: None,
-                },
+        let prompt_only = |this: &Self| -> Result<(FitReport, Profile), PersonalizeError> {
+            let [select, insights, _] = this.stage_secs;
+            Ok((
+                this.align_report(
+                    owner.clone(),
+                    Vec::new(),
+                    0,
+                    0,
+                    vec![
+                        ("select".to_string(), select),
+                        ("insights".to_string(), insights),
+                    ],
+                ),
                 Profile {
-                    model: self.identity()?,
+                    model: this.identity()?,
                     selected_layers: Vec::new(),
                     layers: Vec::new(),
-                    params: serde_json::json!({}),
+                    params: serde_json::json!({
+                        "selected": material.selected.iter().map(|h| h.id.get()).collect::<Vec<_>>(),
+                    }),
                     created: unix_now(),
                 },
-            ),
+            ))
+        };
+        let direction = policy.way.gamma().is_some();
+        let fitted = if direction || policy.way.words().is_some() {
+            self.fit_contrasts(owner.clone(), users, &align_params, direction)
+        } else {
+            prompt_only(self)
+        };
+        let (mut report, mut profile) = match fitted {
+            Ok(fitted) => fitted,
+            // the model answers as the user everywhere: no direction, only the prompt ways
+            Err(PersonalizeError::TooFewContrasts { .. }) if !direction => prompt_only(self)?,
             Err(e) => return Err(e),
         };
         report
@@ -553,11 +572,9 @@ impl Personalizer<'_> {
                 // scored as the way is applied: the reply starts right after the assistant's turn
                 // opens, with no answer lead (`generate`, `chat` and `serve` add none)
                 per_item.push(self.mean_log_likelihood(&suffix, &real)?);
-                if family != TaskFamily::FreeText {
-                    let reply = self.generate_text(&suffix, params.answer_tokens)?;
-                    let said = prompts::pair_answer(family, labels, &reply);
-                    metric.extend(item_metric(family, &said, &real));
-                }
+                let reply = self.generate_text(&suffix, params.answer_tokens)?;
+                let said = prompts::pair_answer(family, labels, &reply);
+                metric.extend(item_metric(family, &said, &real));
             }
             let n = per_item.len().max(1) as f64;
             out.push(CandidateScore {
@@ -671,7 +688,19 @@ mod tests {
         );
         assert_eq!(item_metric(TaskFamily::Rating, "4", "5"), Some(-1.0));
         assert_eq!(item_metric(TaskFamily::Rating, "", "5"), Some(-4.0));
-        assert_eq!(item_metric(TaskFamily::FreeText, "a", "b"), None);
+        assert_eq!(item_metric(TaskFamily::FreeText, "a b", "b c"), Some(0.5));
+        assert_eq!(
+            item_metric(
+                TaskFamily::FreeText,
+                "@united Late AGAIN!",
+                "late again @united"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            item_metric(TaskFamily::FreeText, "", "late again"),
+            Some(0.0)
+        );
     }
 
     #[test]
