@@ -362,7 +362,8 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
     }
 
     let report: serde_json::Value = fit_tagger(&db, "auto", "4");
-    assert_eq!(report["seconds"][0][0], "policy");
+    assert_eq!(report["seconds"][0][0], "held-out fit");
+    assert_eq!(report["seconds"][1][0], "held-out scores");
     let profile = tagger_profile(&store);
     let stored = chameleon::personalize::profile_policy(&profile).expect("a policy");
     assert_eq!(stored.scores.len(), policy.scores.len());

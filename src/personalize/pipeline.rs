@@ -244,6 +244,9 @@ pub struct Personalizer<'a> {
     pub(super) hold_out: usize,
     /// Logit bias of the following generations and scores (a policy scoring the `words` way).
     pub(super) bias: Vec<(crate::llm::Token, f32)>,
+    /// Seconds of the last policy choice: its fit on the history before the held-out items, and the
+    /// candidates' scores on them.
+    pub(super) policy_secs: [f64; 2],
     /// Where the current stage's bar is shown to another thread (a server's fit state).
     progress_slot: Option<ProgressSlot>,
 }
@@ -280,6 +283,7 @@ impl<'a> Personalizer<'a> {
             member_lines: false,
             hold_out: 0,
             bias: Vec::new(),
+            policy_secs: [0.0; 2],
             progress_slot: None,
         })
     }

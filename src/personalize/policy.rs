@@ -3,8 +3,8 @@
 //!
 //! The user's newest history items are held out (LaMP's own time split), everything is fitted on the
 //! rest, and every candidate way of answering is scored on the held-out items: by the task's metric
-//! on the way's own greedy answer (accuracy for labels, the absolute error for ratings, ROUGE-1 for
-//! free text; ties broken by the likelihood), and by the mean log-likelihood of the user's real
+//! on the way's own greedy answer (accuracy for labels, the absolute error for ratings, ROUGE-1 of
+//! the whole reply for free text; ties broken by the likelihood), and by the mean log-likelihood of the user's real
 //! output, teacher-forced, per token. Free text is scored by ROUGE, not by the likelihood alone: on
 //! LaMP-7 the direction raised the likelihood of the users' tweets while its generated answers lost
 //! ROUGE (docs/evaluation.md, "SmolLM2-135M, LaMP-7"). The best way is kept when it
@@ -438,10 +438,10 @@ impl Personalizer<'_> {
                     .into(),
             ));
         };
-        let t = Instant::now();
+        self.policy_secs = [0.0; 2];
         let policy =
             self.choose_policy(&user.name, params, &default_policy_params(params.gamma))?;
-        let policy_secs = t.elapsed().as_secs_f64();
+        let [held_out_fit, held_out_scores] = self.policy_secs;
         let align_params = FitParams {
             route: Route::Align,
             ..params.clone()
@@ -487,9 +487,13 @@ impl Personalizer<'_> {
             Err(PersonalizeError::TooFewContrasts { .. }) if !direction => prompt_only(self)?,
             Err(e) => return Err(e),
         };
-        report
-            .seconds
-            .insert(0, ("policy".to_string(), policy_secs));
+        report.seconds.splice(
+            0..0,
+            [
+                ("held-out fit".to_string(), held_out_fit),
+                ("held-out scores".to_string(), held_out_scores),
+            ],
+        );
         let params_json = &mut profile.params;
         params_json["fit"] = serde_json::to_value(params).expect("params serialise");
         params_json["prompt_version"] = PROMPT_VERSION.into();
@@ -513,6 +517,7 @@ impl Personalizer<'_> {
             route: Route::Align,
             ..params.clone()
         };
+        let t = Instant::now();
         let material = self.material(name, &align_params)?;
         let fit_items = &history[..history.len() - held_out];
         let tests = &history[history.len() - held_out..];
@@ -530,6 +535,8 @@ impl Personalizer<'_> {
         } else {
             None
         };
+        self.policy_secs[0] = t.elapsed().as_secs_f64();
+        let t = Instant::now();
         let family = material.family;
         let kind = super::pipeline::dominant_kind(history);
         let labels = prompts::labels_for_kind(&kind);
@@ -573,8 +580,13 @@ impl Personalizer<'_> {
                 // opens, with no answer lead (`generate`, `chat` and `serve` add none)
                 per_item.push(self.mean_log_likelihood(&suffix, &real)?);
                 let reply = self.generate_text(&suffix, params.answer_tokens)?;
-                let said = prompts::pair_answer(family, labels, &reply);
-                metric.extend(item_metric(family, &said, &real));
+                // read as `eval` reads it: the label or rating found in the reply, or for free text
+                // the whole reply, as the user sees it
+                let (said, gold) = match family {
+                    TaskFamily::FreeText => (reply.trim().to_string(), item.output.trim()),
+                    _ => (prompts::pair_answer(family, labels, &reply), real.as_str()),
+                };
+                metric.extend(item_metric(family, &said, gold));
             }
             let n = per_item.len().max(1) as f64;
             out.push(CandidateScore {
@@ -587,6 +599,7 @@ impl Personalizer<'_> {
         }
         self.bias.clear();
         self.set_plan(None)?;
+        self.policy_secs[1] = t.elapsed().as_secs_f64();
         Ok(out)
     }
 }
