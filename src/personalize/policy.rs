@@ -3,15 +3,14 @@
 //!
 //! The user's newest history items are held out (LaMP's own time split), everything is fitted on the
 //! rest, and every candidate way of answering is scored on the held-out items: by the task's metric
-//! on the way's own greedy answer (accuracy for labels, the absolute error for ratings, ROUGE-1 of
-//! the whole reply for free text; ties broken by the likelihood), and by the mean log-likelihood of the user's real
-//! output, teacher-forced, per token. Free text is scored by ROUGE, not by the likelihood alone: on
-//! LaMP-7 the direction raised the likelihood of the users' tweets while its generated answers lost
-//! ROUGE (docs/evaluation.md, "SmolLM2-135M, LaMP-7"). The best way is kept when it
-//! beats answering without personalisation beyond the items' own noise; when every way scores the
-//! same, nothing is personalised; in between, the default chosen on the train split is used, and the
-//! policy says why. [`choose`] is that rule, pure; [`Personalizer::choose_policy`] scores through the
-//! model.
+//! on the way's own greedy reply (accuracy for labels, the absolute error for ratings, ROUGE-1 of
+//! the whole reply for free text), ties broken by the mean log-likelihood of the user's real
+//! output, teacher-forced, per token. Free text is scored by ROUGE, not by the likelihood: on LaMP-7
+//! the direction raised the likelihood of the users' tweets while its replies lost ROUGE
+//! (docs/evaluation.md, "SmolLM2-135M, LaMP-7"). The best way is kept when it beats answering
+//! without personalisation beyond the items' own noise; when every way scores the same, nothing is
+//! personalised; in between, the default chosen on the train split is used, and the policy says
+//! why. [`choose`] is that rule, pure; [`Personalizer::choose_policy`] scores through the model.
 
 use serde::{Deserialize, Serialize};
 
