@@ -219,6 +219,7 @@ fn fit_route_align_stores_a_profile_that_generate_applies() {
 
     let store = Store::open(&db).unwrap();
     let p = tagger_profile(&store);
+    let m = Model::load(&common::smollm(), &Default::default()).unwrap();
     assert_eq!(p.params["fit"]["route"], "align");
     assert_eq!(p.params["align"]["items"].as_u64().unwrap(), used);
     let agree = p.params["align"]["agree"].as_array().unwrap();
@@ -234,6 +235,25 @@ fn fit_route_align_stores_a_profile_that_generate_applies() {
         .map(|l| agree[l].as_f64().unwrap())
         .fold(f64::MIN, f64::max);
     assert_eq!(agree[layer].as_f64().unwrap(), best);
+
+    // the `words` bias: read from the contrasts, in token order, finite
+    let words: Vec<(i32, f32)> = serde_json::from_value(p.params["words"].clone()).unwrap();
+    assert!(!words.is_empty(), "{}", p.params);
+    assert!(words.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(words.iter().all(|(_, b)| b.is_finite() && *b != 0.0));
+    // ... toward the user's tag however a reply spells it: as its first word (no space before it, as
+    // `generate` starts a reply) and after a space (as after `Tag:`); the fixture's user says
+    // `sci-fi` in 6 of 8 items
+    let bias_of = |text: &str| {
+        let t = m.tokenize(text, false, false).unwrap()[0];
+        words.iter().find(|(k, _)| *k == t).map(|(_, b)| *b)
+    };
+    for spelling in ["sci-fi", " sci-fi"] {
+        assert!(
+            bias_of(spelling).is_some_and(|b| b > 0.0),
+            "{spelling:?}: {words:?}"
+        );
+    }
 
     let ask = |extra: &[&str]| {
         let mut a = vec![
@@ -258,6 +278,10 @@ fn fit_route_align_stores_a_profile_that_generate_applies() {
     // in llama.cpp's graph (a control vector) it runs too; equality with the hook is the logits test's
     // (a Q4 model's answers may flip on the f32 rounding of the two ways)
     assert!(!ask(&["--apply", "lora"]).trim().is_empty());
+    // a real-answer profile holds the direction and the `words` bias, so it answers every way
+    for way in ["none", "insight", "retrieval", "align@2", "words@4"] {
+        assert!(!ask(&["--way", way]).trim().is_empty(), "{way}");
+    }
 
     let out = dir.path().join("cv.gguf");
     ok(run(
@@ -418,30 +442,5 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
             "{}",
             String::from_utf8_lossy(&refused.stderr)
         );
-    }
-
-    // a real-answer profile holds the direction and the `words` bias, and answers every way
-    fit_tagger(&db, "align", "4");
-    let profile = tagger_profile(&store);
-    // the `words` bias: read from the contrasts, in token order, finite
-    let words: Vec<(i32, f32)> = serde_json::from_value(profile.params["words"].clone()).unwrap();
-    assert!(!words.is_empty(), "{}", profile.params);
-    assert!(words.windows(2).all(|w| w[0].0 < w[1].0));
-    assert!(words.iter().all(|(_, b)| b.is_finite() && *b != 0.0));
-    // ... toward the user's tag however a reply spells it: as its first word (no space before it, as
-    // `generate` starts a reply) and after a space (as after `Tag:`); the fixture's user says
-    // `sci-fi` in 6 of 8 items
-    let bias_of = |text: &str| {
-        let t = model.tokenize(text, false, false).unwrap()[0];
-        words.iter().find(|(k, _)| *k == t).map(|(_, b)| *b)
-    };
-    for spelling in ["sci-fi", " sci-fi"] {
-        assert!(
-            bias_of(spelling).is_some_and(|b| b > 0.0),
-            "{spelling:?}: {words:?}"
-        );
-    }
-    for way in ["none", "insight", "retrieval", "align@2", "words@4"] {
-        assert!(!ok(ask(Some(way))).trim().is_empty(), "{way}");
     }
 }
