@@ -188,6 +188,19 @@ pub fn insight_lead(kind: InsightKind) -> &'static str {
 /// what is left, however short.
 pub fn tidy_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String {
     let text = text.trim();
+    // a list the model wrote about the user is the insight in points, not the history copied
+    let listed;
+    let text = match list_item_start(text) {
+        Some(i) if about_the_user(&text[i..]) => {
+            listed = format!(
+                "{} {}",
+                text[..i].trim_end(),
+                points_as_sentences(&text[i..])
+            );
+            listed.as_str()
+        }
+        _ => text,
+    };
     let mut cut = before_block_label(text).len();
     if let Some(i) = list_item_start(text) {
         cut = cut.min(i);
@@ -203,6 +216,43 @@ pub fn tidy_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String
         }
     }
     settled_insight(kind, family, &once_each(&text[..cut]))
+}
+
+/// Whether a numbered list speaks of the user ("1. They enjoy slow films"), as an insight written in
+/// points does, rather than copying history items ("1. Three people in Mexico City ...").
+fn about_the_user(list: &str) -> bool {
+    let first = list
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start_matches('.')
+        .trim_start();
+    ["They ", "The user", "This user", "He ", "She "]
+        .iter()
+        .any(|p| first.starts_with(p))
+}
+
+/// A numbered list's items as sentences: markers dropped, each item ended with a full stop.
+fn points_as_sentences(list: &str) -> String {
+    list.lines()
+        .map(|l| {
+            let l = l.trim();
+            match list_item_start(l) {
+                Some(0) => l
+                    .trim_start_matches(|c: char| c.is_ascii_digit())
+                    .trim_start_matches('.')
+                    .trim_start(),
+                _ => l,
+            }
+        })
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            if l.ends_with(['.', '!', '?']) {
+                l.to_string()
+            } else {
+                format!("{l}.")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The sentences of `text` with repeats left out, and without an unfinished last sentence when a
@@ -744,6 +794,19 @@ mod tests {
         );
         // a personal insight keeps what is left, however short
         assert_eq!(tidy_insight(Personal, c, "This user Item: x"), "This user");
+        // an insight written in points about the user is kept, as sentences, up to where it loops
+        // (SmolLM2-135M, the demo user)
+        assert_eq!(
+            tidy_insight(
+                Personal,
+                TaskFamily::FreeText,
+                "This user's personal characteristics and preferences are:\n1. They are a fan of \
+                 science fiction and fantasy.\n2. They enjoy watching movies and TV shows\n3. They \
+                 are a fan of horror movies.\n4. They are a fan of science fiction movies.\n5. They"
+            ),
+            "This user's personal characteristics and preferences are: They are a fan of science \
+             fiction and fantasy. They enjoy watching movies and TV shows."
+        );
     }
 
     #[test]
