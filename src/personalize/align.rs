@@ -275,21 +275,23 @@ impl Personalizer<'_> {
             .zip(self.stage_secs)
             .map(|(n, s)| (n.to_string(), s))
             .collect();
+        let mut recorded = serde_json::json!({
+            "fit": params,
+            "prompt_version": PROMPT_VERSION,
+            "fit_version": FIT_VERSION,
+            "align": { "items": used, "tried": tried },
+            "words": word_bias(&words),
+            "members": users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+            // the first member's representative items: the history block its ways show
+            "selected": shown,
+        });
         if !direction {
             // the `words` bias alone: no layer, no direction
             let profile = Profile {
                 model: self.identity()?,
                 selected_layers: Vec::new(),
                 layers: Vec::new(),
-                params: serde_json::json!({
-                    "fit": params,
-                    "prompt_version": PROMPT_VERSION,
-                    "fit_version": FIT_VERSION,
-                    "align": { "items": used, "tried": tried },
-                    "words": word_bias(&words),
-                    "members": users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
-                    "selected": shown,
-                }),
+                params: recorded,
                 created: unix_now(),
             };
             return Ok((
@@ -326,21 +328,11 @@ impl Personalizer<'_> {
                     ccs_loss: 0.0,
                 })
                 .collect(),
-            params: serde_json::json!({
-                "fit": params,
-                "prompt_version": PROMPT_VERSION,
-                "fit_version": FIT_VERSION,
-                "align": {
-                    "items": used,
-                    "tried": tried,
-                    "agree": fitted.iter().map(|l| l.agree).collect::<Vec<_>>(),
-                    "scale": fitted.iter().map(|l| l.scale).collect::<Vec<_>>(),
-                },
-                "words": word_bias(&words),
-                "members": users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
-                // the first member's representative items: the history block its ways show
-                "selected": shown,
-            }),
+            params: {
+                recorded["align"]["agree"] = fitted.iter().map(|l| l.agree).collect();
+                recorded["align"]["scale"] = fitted.iter().map(|l| l.scale).collect();
+                recorded
+            },
             created: unix_now(),
         };
         // the plan is checked before the profile is stored, so a stored profile always applies

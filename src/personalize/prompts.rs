@@ -221,13 +221,17 @@ pub fn tidy_insight(kind: InsightKind, family: TaskFamily, text: &str) -> String
 /// Whether a numbered list speaks of the user ("1. They enjoy slow films"), as an insight written in
 /// points does, rather than copying history items ("1. Three people in Mexico City ...").
 fn about_the_user(list: &str) -> bool {
-    let first = list
-        .trim_start_matches(|c: char| c.is_ascii_digit())
-        .trim_start_matches('.')
-        .trim_start();
+    let first = without_list_number(list);
     ["They ", "The user", "This user", "He ", "She "]
         .iter()
         .any(|p| first.starts_with(p))
+}
+
+/// `text` without the list number that opens it ("1. Solaris" gives "Solaris").
+fn without_list_number(text: &str) -> &str {
+    text.trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start_matches('.')
+        .trim_start()
 }
 
 /// A numbered list's items as sentences: markers dropped, each item ended with a full stop.
@@ -236,10 +240,7 @@ fn points_as_sentences(list: &str) -> String {
         .map(|l| {
             let l = l.trim();
             match list_item_start(l) {
-                Some(0) => l
-                    .trim_start_matches(|c: char| c.is_ascii_digit())
-                    .trim_start_matches('.')
-                    .trim_start(),
+                Some(0) => without_list_number(l),
                 _ => l,
             }
         })
@@ -468,10 +469,7 @@ pub fn free_text_answer(text: &str) -> String {
         .map_or(text, str::trim_start);
     // the history block's numbering: "1. The film: Solaris\n2. ..." answers "The film: Solaris"
     let text = match list_item_start(text) {
-        Some(0) => text
-            .trim_start_matches(|c: char| c.is_ascii_digit())
-            .trim_start_matches('.')
-            .trim_start(),
+        Some(0) => without_list_number(text),
         _ => text,
     };
     let mut cut = loop_start(text).unwrap_or(text.len());
