@@ -176,6 +176,15 @@ fn same_answer(family: TaskFamily, real: &str, own: &str) -> bool {
     }
 }
 
+/// A contrast item before the model answers it: the history it is shown with, the query, the user's
+/// real answer and where the pair is stored.
+struct ContrastJob {
+    hist: Vec<usize>,
+    query: String,
+    real: String,
+    key: PairKey,
+}
+
 /// One history item read as a contrast: the history it is shown with, the query, the user's real
 /// answer and the model's own.
 struct Contrast {
@@ -222,13 +231,14 @@ impl Personalizer<'_> {
             if shown.is_empty() {
                 shown = prep.selected.iter().map(|h| h.id.get()).collect();
             }
-            let t = Instant::now();
-            let contrasts = self.own_answers(user, &prep, &rest, params)?;
-            self.stage_secs[2] += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let bar = self.bar(contrasts.len(), "capture");
+            let jobs = self.contrast_jobs(user, &prep, &rest, params)?;
             let lead = prompts::answer_lead(prep.family);
-            for c in contrasts {
+            // each item's answer and captures in turn, so its history block is read once for both
+            let bar = self.bar(jobs.len(), "contrasts");
+            for job in &jobs {
+                let t = Instant::now();
+                let c = self.own_answer(&prep, job, params)?;
+                self.stage_secs[2] += t.elapsed().as_secs_f64();
                 bar.inc(1);
                 tried += 1;
                 if c.real.trim().is_empty()
@@ -246,6 +256,7 @@ impl Personalizer<'_> {
                 if !direction {
                     continue;
                 }
+                let t = Instant::now();
                 let (prefix, suffix) = self.pair_prompt(&prep, &c.hist, &c.query, None)?;
                 self.ensure_prefix(&prefix)?;
                 let query = format!("{suffix}{lead}");
@@ -258,9 +269,9 @@ impl Personalizer<'_> {
                     norms[l].extend_from_slice(&nr[l]);
                     norms[l].extend_from_slice(&no[l]);
                 }
+                capture_secs += t.elapsed().as_secs_f64();
             }
             bar.finish_and_clear();
-            capture_secs += t.elapsed().as_secs_f64();
         }
         let used = words.len();
         if used < 2 {
@@ -364,16 +375,16 @@ impl Personalizer<'_> {
         }
     }
 
-    /// The model's own greedy answer to each contrast item, stored as a pair (`personal`: the user's
-    /// real answer, `neutral`: the model's) under the user's pair key with `/align`, so an
-    /// interrupted fit resumes and a refit reuses them.
-    fn own_answers(
-        &mut self,
+    /// The contrast items of `user` (at most `max_queries`), each with the history it is shown with and
+    /// the key its answer pair is stored under (the user's pair key with `/align`), so an interrupted
+    /// fit resumes and a refit reuses the answers.
+    fn contrast_jobs(
+        &self,
         user: &User,
         prep: &Prepared,
         rest: &[HistoryItem],
         params: &FitParams,
-    ) -> Result<Vec<Contrast>, PersonalizeError> {
+    ) -> Result<Vec<ContrastJob>, PersonalizeError> {
         let labels = prompts::labels_for_kind(&prep.kind);
         let all: Vec<usize> = (0..prep.selected.len()).collect();
         let items: Vec<(Vec<usize>, &HistoryItem)> =
@@ -397,60 +408,70 @@ impl Personalizer<'_> {
             params.answer_tokens
         );
         let query_refs: Vec<&(Vec<usize>, String)> = queries.iter().collect();
-        let keys: Vec<PairKey> = pair_hashes(&base, &query_refs, all.len())
+        let fingerprint = self
+            .model
+            .fingerprint()
+            .map(str::to_string)
+            .unwrap_or_default();
+        Ok(pair_hashes(&base, &query_refs, all.len())
             .into_iter()
-            .map(|history_hash| PairKey {
-                user: user.id,
-                fingerprint: self
-                    .model
-                    .fingerprint()
-                    .map(str::to_string)
-                    .unwrap_or_default(),
-                prompt_version: PROMPT_VERSION,
-                history_hash,
+            .zip(items.iter().zip(queries))
+            .map(|(history_hash, ((_, item), (hist, query)))| ContrastJob {
+                key: PairKey {
+                    user: user.id,
+                    fingerprint: fingerprint.clone(),
+                    prompt_version: PROMPT_VERSION,
+                    history_hash,
+                },
+                real: prompts::pair_answer(prep.family, labels, &item.output),
+                hist,
+                query,
             })
-            .collect();
-        let label_params = FitParams {
-            pair_answers: PairAnswers::Label,
-            ..params.clone()
-        };
-        let bar = self.bar(items.len(), "answers");
-        let mut out = Vec::with_capacity(items.len());
-        for (((hist, item), (_, query)), key) in items.iter().zip(&queries).zip(&keys) {
-            let real = prompts::pair_answer(prep.family, labels, &item.output);
-            let stored = self
-                .store
-                .pairs(key)?
-                .into_iter()
-                .find(|p| &p.query == query);
-            let own = if let Some(p) = stored {
-                self.reused += 1;
-                p.neutral
-            } else {
-                self.check_interrupt()?;
-                let (prefix, suffix) = self.pair_prompt(prep, hist, query, None)?;
-                self.ensure_prefix(&prefix)?;
-                let own = self.pair_answer(prep, labels, &suffix, &label_params)?;
-                self.store.put_pair(
-                    key,
-                    &Pair {
-                        query: query.clone(),
-                        personal: real.clone(),
-                        neutral: own.clone(),
-                    },
-                )?;
-                own
+            .collect())
+    }
+
+    /// The model's own greedy answer to a contrast item (`neutral`, beside the user's real answer as
+    /// `personal`), read from the store when an earlier fit made it, else made and stored.
+    fn own_answer(
+        &mut self,
+        prep: &Prepared,
+        job: &ContrastJob,
+        params: &FitParams,
+    ) -> Result<Contrast, PersonalizeError> {
+        let labels = prompts::labels_for_kind(&prep.kind);
+        let stored = self
+            .store
+            .pairs(&job.key)?
+            .into_iter()
+            .find(|p| p.query == job.query);
+        let own = if let Some(p) = stored {
+            self.reused += 1;
+            p.neutral
+        } else {
+            self.check_interrupt()?;
+            let (prefix, suffix) = self.pair_prompt(prep, &job.hist, &job.query, None)?;
+            self.ensure_prefix(&prefix)?;
+            let label_params = FitParams {
+                pair_answers: PairAnswers::Label,
+                ..params.clone()
             };
-            out.push(Contrast {
-                hist: hist.clone(),
-                query: query.clone(),
-                real,
-                own,
-            });
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        Ok(out)
+            let own = self.pair_answer(prep, labels, &suffix, &label_params)?;
+            self.store.put_pair(
+                &job.key,
+                &Pair {
+                    query: job.query.clone(),
+                    personal: job.real.clone(),
+                    neutral: own.clone(),
+                },
+            )?;
+            own
+        };
+        Ok(Contrast {
+            hist: job.hist.clone(),
+            query: job.query.clone(),
+            real: job.real.clone(),
+            own,
+        })
     }
 }
 
