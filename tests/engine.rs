@@ -679,4 +679,19 @@ fn logit_bias_steers_sampling_and_scoring_alike() {
         "scoring leaves the cache as it was"
     );
     assert!(scored[1] <= base[1] + 1e-6);
+
+    // one read of the query for the reply and the score gives both calls' numbers, and leaves the
+    // cache at the prefix
+    let bias = [(target, b)];
+    let opts = GenerateOptions {
+        logit_bias: bias.to_vec(),
+        ..greedy(6)
+    };
+    let apart = c.generate_after_prefix(query, &opts, |_| {}).unwrap();
+    let (together, lp) = c
+        .generate_and_score_after_prefix(query, &opts, &answer, &bias)
+        .unwrap();
+    assert_eq!(together.tokens, apart.tokens);
+    assert_eq!(lp, scored, "the same log-likelihoods as scoring alone");
+    assert_eq!(c.n_past(), prefix.len());
 }

@@ -781,14 +781,87 @@ impl<'m> Context<'m> {
         out
     }
 
+    /// [`Context::generate_after_prefix`] and [`Context::score_after_prefix`] of the same `prompt` in
+    /// one read of it: the greedy (or sampled) reply, and the log-likelihood of each token of `answer`
+    /// teacher-forced after the prompt (with `bias` added to the logits). The same numbers as the two
+    /// calls, as the prompt's cache and logits are the same; the cache is restored to the prefix.
+    ///
+    /// # Errors
+    /// As [`Context::score_after_prefix`] and [`Context::generate_after_prefix`].
+    pub fn generate_and_score_after_prefix(
+        &mut self,
+        prompt: &[Token],
+        opts: &GenerateOptions,
+        answer: &[Token],
+        bias: &[(Token, f32)],
+    ) -> Result<(Generation, Vec<f32>), LlmError> {
+        if prompt.is_empty() {
+            return Err(LlmError::Callback(
+                "scoring an answer needs a prompt before it".into(),
+            ));
+        }
+        if answer.len() > self.n_batch {
+            return Err(LlmError::Callback(format!(
+                "an answer of {} tokens is longer than a batch ({})",
+                answer.len(),
+                self.n_batch
+            )));
+        }
+        let keep = self.n_past;
+        let result = (|| {
+            let mut prompt_logits = Vec::new();
+            let g = self.generate_tokens_keeping(prompt, opts, |_| {}, Some(&mut prompt_logits))?;
+            // back to the prompt, whose last logits predict the answer's first token
+            self.truncate(keep + prompt.len());
+            let mut out = Vec::with_capacity(answer.len());
+            let Some((_, rest)) = answer.split_last() else {
+                return Ok((g, out));
+            };
+            out.push(log_softmax_biased(&prompt_logits, bias, answer[0]));
+            if !rest.is_empty() {
+                self.eval(rest, true)?;
+                let n_vocab = self.model.info().n_vocab;
+                for (j, &next) in answer[1..].iter().enumerate() {
+                    // SAFETY: as in `score_after_prefix`: the batch just evaluated had `rest.len()`
+                    // tokens, all with outputs, so output row j holds `n_vocab` logits.
+                    let row = unsafe {
+                        let p = sys::llama_get_logits_ith(self.ptr.as_ptr(), j as i32);
+                        if p.is_null() {
+                            return Err(LlmError::Callback(format!("no logits for row {j}")));
+                        }
+                        std::slice::from_raw_parts(p, n_vocab)
+                    };
+                    out.push(log_softmax_biased(row, bias, next));
+                }
+            }
+            Ok((g, out))
+        })();
+        self.truncate(keep);
+        result
+    }
+
     fn generate_tokens(
         &mut self,
         tokens: &[Token],
         opts: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation, LlmError> {
+        self.generate_tokens_keeping(tokens, opts, on_text, None)
+    }
+
+    /// [`Context::generate_tokens`], copying the prompt's last logits into `prompt_logits` if given.
+    fn generate_tokens_keeping(
+        &mut self,
+        tokens: &[Token],
+        opts: &GenerateOptions,
         mut on_text: impl FnMut(&str),
+        prompt_logits: Option<&mut Vec<f32>>,
     ) -> Result<Generation, LlmError> {
         let sampler = Sampler::new(opts, self.model.info().n_vocab);
         self.eval(tokens, false)?;
+        if let Some(out) = prompt_logits {
+            *out = self.last_logits();
+        }
         let mut text = TextStream::new(&opts.stop);
         let mut stop = StopReason::MaxTokens;
         for _ in 0..opts.max_tokens {

@@ -872,22 +872,35 @@ impl<'a> Personalizer<'a> {
         Ok(())
     }
 
-    /// Mean per-token log-likelihood of `answer` after the loaded prefix and `query`, teacher-forced.
-    pub(super) fn mean_log_likelihood(
+    /// [`Self::generate_text`] of `suffix`, and the mean per-token log-likelihood of `answer`
+    /// teacher-forced after it, in one read of the suffix.
+    pub(super) fn generate_and_score(
         &mut self,
-        query: &str,
+        suffix: &str,
+        max_tokens: usize,
         answer: &str,
-    ) -> Result<f64, PersonalizeError> {
+    ) -> Result<(String, f64), PersonalizeError> {
         self.read_prefix_again()?;
-        let q = self.model.tokenize(query, false, true)?;
+        let q = self.model.tokenize(suffix, false, true)?;
         let a = self.model.tokenize(answer, false, false)?;
-        if a.is_empty() {
-            return Ok(0.0);
-        }
-        let lp = self.ctx.score_after_prefix(&q, &a, &self.bias)?;
+        let opts = GenerateOptions {
+            max_tokens,
+            logit_bias: self.bias.clone(),
+            ..Default::default()
+        };
+        let (g, lp) = self
+            .ctx
+            .generate_and_score_after_prefix(&q, &opts, &a, &self.bias)?;
         self.tokens.suffix += q.len();
+        self.tokens.generated += g.tokens.len();
         self.tokens.captured += a.len();
-        Ok(lp.iter().map(|&x| f64::from(x)).sum::<f64>() / lp.len() as f64)
+        self.tokens.prefix_without_reuse += self.prefix_len();
+        let mean = if lp.is_empty() {
+            0.0
+        } else {
+            lp.iter().map(|&x| f64::from(x)).sum::<f64>() / lp.len() as f64
+        };
+        Ok((g.text, mean))
     }
 
     /// Greedy continuation of `suffix` after the loaded prefix, as generated (leading space kept).

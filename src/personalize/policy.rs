@@ -539,17 +539,39 @@ impl Personalizer<'_> {
         let family = material.family;
         let kind = super::pipeline::dominant_kind(history);
         let labels = prompts::labels_for_kind(&kind);
-        let mut out = Vec::new();
-        for &way in &policy.candidates {
+        // the ways are read in an order that shares each history block's cache: first those without
+        // an edit (the selected block once for all but `retrieval`), then each strength's edit, whose
+        // plan is built once and shared by every way that uses it; they are reported in the order
+        // compared
+        let mut order: Vec<usize> = (0..policy.candidates.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (policy.candidates[a], policy.candidates[b]);
+            let gamma = |w: Way| w.gamma().unwrap_or(f32::NEG_INFINITY);
+            gamma(a)
+                .total_cmp(&gamma(b))
+                .then(a.retrieval().cmp(&b.retrieval()))
+        });
+        let mut plans: Vec<(f32, std::sync::Arc<crate::steer::EditPlan>)> = Vec::new();
+        let mut out: Vec<Option<CandidateScore>> = vec![None; policy.candidates.len()];
+        for i in order {
+            let way = policy.candidates[i];
             let plan = match (way.gamma(), &profile) {
                 (None, _) => None,
-                (Some(gamma), Some(p)) => Some(std::sync::Arc::new(super::profile_plan(
-                    p,
-                    &super::Strengths {
-                        gamma: Some(gamma),
-                        ..Default::default()
-                    },
-                )?)),
+                (Some(gamma), Some(p)) => {
+                    if let Some((_, plan)) = plans.iter().find(|(g, _)| *g == gamma) {
+                        Some(plan.clone())
+                    } else {
+                        let plan = std::sync::Arc::new(super::profile_plan(
+                            p,
+                            &super::Strengths {
+                                gamma: Some(gamma),
+                                ..Default::default()
+                            },
+                        )?);
+                        plans.push((gamma, plan.clone()));
+                        Some(plan)
+                    }
+                }
                 // no direction could be fitted: the way cannot be scored
                 (Some(_), None) => continue,
             };
@@ -577,8 +599,9 @@ impl Personalizer<'_> {
                 self.ensure_prefix(&prefix)?;
                 // scored as the way is applied: the reply starts right after the assistant's turn
                 // opens, with no answer lead (`generate`, `chat` and `serve` add none)
-                per_item.push(self.mean_log_likelihood(&suffix, &real)?);
-                let reply = self.generate_text(&suffix, params.answer_tokens)?;
+                let (reply, likelihood) =
+                    self.generate_and_score(&suffix, params.answer_tokens, &real)?;
+                per_item.push(likelihood);
                 // read as `eval` reads it: the label or rating found in the reply, or for free text
                 // the whole reply, as the user sees it
                 let (said, gold) = match family {
@@ -588,7 +611,7 @@ impl Personalizer<'_> {
                 metric.extend(item_metric(family, &said, gold));
             }
             let n = per_item.len().max(1) as f64;
-            out.push(CandidateScore {
+            out[i] = Some(CandidateScore {
                 way,
                 metric: (!metric.is_empty()).then(|| metric.iter().sum::<f64>() / n),
                 log_likelihood: per_item.iter().sum::<f64>() / n,
@@ -596,6 +619,7 @@ impl Personalizer<'_> {
                 per_item_metric: metric,
             });
         }
+        let out: Vec<CandidateScore> = out.into_iter().flatten().collect();
         self.bias.clear();
         self.set_plan(None)?;
         self.policy_secs[1] = t.elapsed().as_secs_f64();
