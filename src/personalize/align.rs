@@ -227,7 +227,7 @@ impl Personalizer<'_> {
         let mut words: Vec<(Vec<Token>, Vec<Token>)> = Vec::new();
         let mut shown: Vec<i64> = Vec::new();
         for user in users {
-            let (prep, _, rest) = self.prepare_material(user, params)?;
+            let (prep, _, rest) = self.prepare_material(user, params, false)?;
             if shown.is_empty() {
                 shown = prep.selected.iter().map(|h| h.id.get()).collect();
             }

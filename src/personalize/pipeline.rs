@@ -203,7 +203,7 @@ pub(super) struct Prepared {
     pub(super) pairs: Vec<(Vec<usize>, Pair)>,
 }
 
-/// What every way of answering for one user builds on: the selected history and the two insights
+/// What every way of answering for one user builds on: the selected history and the personal insight
 /// (stages 1 and 2). The evaluation uses it to give every method the same prompt.
 #[derive(Debug, Clone)]
 pub struct Material {
@@ -213,8 +213,6 @@ pub struct Material {
     pub selected: Vec<HistoryItem>,
     /// What characterises the user (stage 2).
     pub personal_insight: String,
-    /// What a generic answer looks like (stage 2).
-    pub neutral_insight: String,
 }
 
 /// Per layer, a text's pooled MLP output and the MLP-output norm of each of its answer's tokens.
@@ -401,13 +399,12 @@ impl<'a> Personalizer<'a> {
         params: &FitParams,
     ) -> Result<Material, PersonalizeError> {
         let user = self.store.require_user(name)?;
-        let (prep, insights, _) = self.prepare_material(&user, params)?;
-        let [personal_insight, neutral_insight] = insights;
+        let (prep, insights, _) = self.prepare_material(&user, params, false)?;
+        let [personal_insight, _] = insights;
         Ok(Material {
             family: prep.family,
             selected: prep.selected,
             personal_insight,
-            neutral_insight,
         })
     }
 
@@ -568,7 +565,7 @@ impl<'a> Personalizer<'a> {
 
     /// Stages 1-3 for one user, reusing what the store has.
     fn prepare(&mut self, user: &User, params: &FitParams) -> Result<Prepared, PersonalizeError> {
-        let (mut prep, insights, rest) = self.prepare_material(user, params)?;
+        let (mut prep, insights, rest) = self.prepare_material(user, params, true)?;
         let fingerprint = self.model.fingerprint()?.to_string();
         let hash = history_hash(&prep.selected);
         let all: Vec<usize> = (0..prep.selected.len()).collect();
@@ -723,12 +720,14 @@ impl<'a> Personalizer<'a> {
         Ok(prompts::reasoned_answer(&answer, &reason, labels))
     }
 
-    /// Stages 1 and 2 for one user: the prepared material without pairs, the two insights, and the
-    /// items that were not selected (offline queries).
+    /// Stages 1 and 2 for one user: the prepared material without pairs, the personal insight and,
+    /// with `neutral` (the paper's pairs), the neutral one, and the items that were not selected
+    /// (offline queries).
     pub(super) fn prepare_material(
         &mut self,
         user: &User,
         params: &FitParams,
+        neutral: bool,
     ) -> Result<(Prepared, [String; 2], Vec<HistoryItem>), PersonalizeError> {
         let mut history = self.store.history(user.id)?;
         // the newest items held out by a policy choice are not seen
@@ -767,12 +766,15 @@ impl<'a> Personalizer<'a> {
             selected,
             pairs: Vec::new(),
         };
+        // the neutral insight only the paper's pairs read; left empty for the other routes
         let mut insights = [String::new(), String::new()];
-        let bar = self.bar(2, "insights");
-        for (slot, kind) in [InsightKind::Personal, InsightKind::Neutral]
-            .into_iter()
-            .enumerate()
-        {
+        let kinds: &[InsightKind] = if neutral {
+            &[InsightKind::Personal, InsightKind::Neutral]
+        } else {
+            &[InsightKind::Personal]
+        };
+        let bar = self.bar(kinds.len(), "insights");
+        for (slot, &kind) in kinds.iter().enumerate() {
             let key = InsightKey {
                 user: user.id,
                 fingerprint: fingerprint.clone(),
