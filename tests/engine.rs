@@ -689,9 +689,52 @@ fn logit_bias_steers_sampling_and_scoring_alike() {
     };
     let apart = c.generate_after_prefix(query, &opts, |_| {}).unwrap();
     let (together, lp) = c
-        .generate_and_score_after_prefix(query, &opts, &answer, &bias)
+        .generate_and_score_after_prefix(query, &opts, &answer)
         .unwrap();
     assert_eq!(together.tokens, apart.tokens);
     assert_eq!(lp, scored, "the same log-likelihoods as scoring alone");
     assert_eq!(c.n_past(), prefix.len());
+
+    // a bias that holds until its token is used: a bias of 100 picks the token once, and the reply
+    // then goes on as the unbiased model goes on after it
+    let until = GenerateOptions {
+        logit_bias: vec![(target, 100.0)],
+        bias_until_used: true,
+        ..greedy(4)
+    };
+    let g = c.generate_after_prefix(query, &until, |_| {}).unwrap();
+    assert_eq!(g.tokens[0], target);
+    let mut after = query.to_vec();
+    after.push(target);
+    let plain_after = c.generate_after_prefix(&after, &greedy(3), |_| {}).unwrap();
+    assert_eq!(g.tokens[1..], plain_after.tokens[..], "the bias is spent");
+    assert_eq!(
+        c.generate_after_prefix(query, &biased_4(target), |_| {})
+            .unwrap()
+            .tokens,
+        vec![target; 4],
+        "a bias that holds picks the token every time"
+    );
+    // and the likelihood of an answer that repeats the token is read without it after its first use
+    let twice = [target, target];
+    let until_b = GenerateOptions {
+        logit_bias: bias.to_vec(),
+        bias_until_used: true,
+        ..greedy(2)
+    };
+    let (_, lp) = c
+        .generate_and_score_after_prefix(query, &until_b, &twice)
+        .unwrap();
+    let with = c.score_after_prefix(query, &twice, &bias).unwrap();
+    let without = c.score_after_prefix(query, &twice, &[]).unwrap();
+    assert_eq!(lp[0], with[0], "the first use is biased");
+    assert_eq!(lp[1], without[1], "the second is not");
+    assert!(with[1] > without[1]);
+}
+
+fn biased_4(token: chameleon::llm::Token) -> GenerateOptions {
+    GenerateOptions {
+        logit_bias: vec![(token, 100.0)],
+        ..greedy(4)
+    }
 }

@@ -32,9 +32,10 @@ pub fn run(args: ChatArgs, global: &Global) -> anyhow::Result<()> {
     params.hook = edit.as_ref().is_none_or(Edit::needs_hook);
     let mut ctx = model.new_context(&params)?;
     let personalised = edit.is_some() || part.is_some();
-    // the `words` way's bias holds for the whole conversation
+    // the `words` way's bias, in every reply (each entry until its token is in that reply)
     let opts = GenerateOptions {
         logit_bias: part.as_ref().map(|p| p.logit_bias()).unwrap_or_default(),
+        bias_until_used: true,
         ..args.sampling.options()
     };
     if let Some(edit) = &edit {

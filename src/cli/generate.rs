@@ -299,6 +299,7 @@ impl SamplingArgs {
             seed: self.seed,
             stop: self.stop.clone(),
             logit_bias: Vec::new(),
+            ..Default::default()
         }
     }
 }
@@ -352,6 +353,7 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
     // the `words` way's bias; every other way has none
     let personal_opts = GenerateOptions {
         logit_bias: part.as_ref().map(|p| p.logit_bias()).unwrap_or_default(),
+        bias_until_used: true,
         ..args.sampling.options()
     };
     if args.compare {

@@ -1005,6 +1005,7 @@ impl<'a> Evaluator<'a> {
         let opts = GenerateOptions {
             max_tokens,
             logit_bias: bias.to_vec(),
+            bias_until_used: true,
             ..Default::default()
         };
         let g = self

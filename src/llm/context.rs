@@ -58,6 +58,9 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Added to these tokens' logits before sampling (a profile's `words` way).
     pub logit_bias: Vec<(Token, f32)>,
+    /// Each `logit_bias` entry holds only until its token is generated: a bias on whether a token
+    /// appears in the reply, not on how often (the `words` way's statistic counts presence).
+    pub bias_until_used: bool,
 }
 
 impl Default for GenerateOptions {
@@ -69,6 +72,7 @@ impl Default for GenerateOptions {
             seed: 0,
             stop: Vec::new(),
             logit_bias: Vec::new(),
+            bias_until_used: false,
         }
     }
 }
@@ -783,8 +787,10 @@ impl<'m> Context<'m> {
 
     /// [`Context::generate_after_prefix`] and [`Context::score_after_prefix`] of the same `prompt` in
     /// one read of it: the greedy (or sampled) reply, and the log-likelihood of each token of `answer`
-    /// teacher-forced after the prompt (with `bias` added to the logits). The same numbers as the two
-    /// calls, as the prompt's cache and logits are the same; the cache is restored to the prefix.
+    /// teacher-forced after the prompt, under `opts`'s logit bias as sampling applies it (with
+    /// [`GenerateOptions::bias_until_used`], without the entries of the answer's tokens before it).
+    /// The same numbers as the two calls, as the prompt's cache and logits are the same; the cache
+    /// is restored to the prefix.
     ///
     /// # Errors
     /// As [`Context::score_after_prefix`] and [`Context::generate_after_prefix`].
@@ -793,7 +799,6 @@ impl<'m> Context<'m> {
         prompt: &[Token],
         opts: &GenerateOptions,
         answer: &[Token],
-        bias: &[(Token, f32)],
     ) -> Result<(Generation, Vec<f32>), LlmError> {
         if prompt.is_empty() {
             return Err(LlmError::Callback(
@@ -817,7 +822,19 @@ impl<'m> Context<'m> {
             let Some((_, rest)) = answer.split_last() else {
                 return Ok((g, out));
             };
-            out.push(log_softmax_biased(&prompt_logits, bias, answer[0]));
+            let bias = &opts.logit_bias;
+            // the bias in force before answer token j
+            let bias_at = |j: usize| -> Vec<(Token, f32)> {
+                if opts.bias_until_used {
+                    bias.iter()
+                        .copied()
+                        .filter(|(t, _)| !answer[..j].contains(t))
+                        .collect()
+                } else {
+                    bias.clone()
+                }
+            };
+            out.push(log_softmax_biased(&prompt_logits, &bias_at(0), answer[0]));
             if !rest.is_empty() {
                 self.eval(rest, true)?;
                 let n_vocab = self.model.info().n_vocab;
@@ -831,7 +848,7 @@ impl<'m> Context<'m> {
                         }
                         std::slice::from_raw_parts(p, n_vocab)
                     };
-                    out.push(log_softmax_biased(row, bias, next));
+                    out.push(log_softmax_biased(row, &bias_at(j + 1), next));
                 }
             }
             Ok((g, out))
@@ -1128,7 +1145,9 @@ impl Sampler {
         // are checked against the vocabulary above).
         unsafe {
             let chain = sys::llama_sampler_chain_init(sys::llama_sampler_chain_default_params());
-            if !bias.is_empty() {
+            if !bias.is_empty() && opts.bias_until_used {
+                sys::llama_sampler_chain_add(chain, until_used_sampler(&bias));
+            } else if !bias.is_empty() {
                 sys::llama_sampler_chain_add(
                     chain,
                     sys::llama_sampler_init_logit_bias(
@@ -1149,6 +1168,114 @@ impl Sampler {
             Sampler(NonNull::new(chain).expect("llama_sampler_chain_init returned null"))
         }
     }
+}
+
+/// A logit bias whose entries hold until their token is sampled ([`GenerateOptions::bias_until_used`]):
+/// a llama.cpp sampler of our own, whose `accept` spends the bias of the accepted token.
+struct UntilUsed {
+    /// Every entry, in token order (what `reset` restores).
+    all: Vec<(Token, f32)>,
+    /// The entries whose token has not been sampled yet, in token order.
+    active: Vec<(Token, f32)>,
+}
+
+static UNTIL_USED: sys::llama_sampler_i = sys::llama_sampler_i {
+    name: Some(until_used_name),
+    accept: Some(until_used_accept),
+    apply: Some(until_used_apply),
+    reset: Some(until_used_reset),
+    clone: Some(until_used_clone),
+    free: Some(until_used_free),
+    // SAFETY: the remaining members are optional callbacks, and an all-zero `Option<fn>` is `None`.
+    ..unsafe { std::mem::zeroed() }
+};
+
+fn until_used_sampler(bias: &[sys::llama_logit_bias]) -> *mut sys::llama_sampler {
+    let mut all: Vec<(Token, f32)> = bias.iter().map(|b| (b.token, b.bias)).collect();
+    all.sort_by_key(|&(t, _)| t);
+    all.dedup_by_key(|&mut (t, _)| t);
+    let state = Box::new(UntilUsed {
+        active: all.clone(),
+        all,
+    });
+    // SAFETY: the interface is a static that llama.cpp only reads; the state is freed by `free`.
+    unsafe {
+        sys::llama_sampler_init(
+            std::ptr::addr_of!(UNTIL_USED).cast_mut(),
+            Box::into_raw(state).cast(),
+        )
+    }
+}
+
+/// # Safety
+/// `smpl` is a live sampler made by [`until_used_sampler`].
+unsafe fn until_used_state<'a>(smpl: *const sys::llama_sampler) -> &'a mut UntilUsed {
+    // SAFETY: per the contract, `ctx` is the `UntilUsed` box made with the sampler.
+    unsafe { &mut *(*smpl).ctx.cast::<UntilUsed>() }
+}
+
+unsafe extern "C" fn until_used_name(_: *const sys::llama_sampler) -> *const std::os::raw::c_char {
+    c"chameleon-bias-until-used".as_ptr()
+}
+
+unsafe extern "C" fn until_used_accept(smpl: *mut sys::llama_sampler, token: sys::llama_token) {
+    // SAFETY: llama.cpp calls back with the sampler this interface was installed on.
+    let state = unsafe { until_used_state(smpl) };
+    if let Ok(i) = state.active.binary_search_by_key(&token, |&(t, _)| t) {
+        state.active.remove(i);
+    }
+}
+
+unsafe extern "C" fn until_used_apply(
+    smpl: *mut sys::llama_sampler,
+    cur_p: *mut sys::llama_token_data_array,
+) {
+    // SAFETY: llama.cpp calls back with this interface's sampler and a live candidate array of
+    // `size` entries.
+    let (state, data) = unsafe {
+        let cur = &mut *cur_p;
+        (
+            until_used_state(smpl),
+            std::slice::from_raw_parts_mut(cur.data, cur.size),
+        )
+    };
+    for &(token, bias) in &state.active {
+        // the candidates are in token order before any sorting sampler; search otherwise
+        let at = usize::try_from(token)
+            .ok()
+            .filter(|&i| data.get(i).is_some_and(|d| d.id == token))
+            .or_else(|| data.iter().position(|d| d.id == token));
+        if let Some(i) = at {
+            data[i].logit += bias;
+        }
+    }
+}
+
+unsafe extern "C" fn until_used_reset(smpl: *mut sys::llama_sampler) {
+    // SAFETY: as in `until_used_accept`.
+    let state = unsafe { until_used_state(smpl) };
+    state.active = state.all.clone();
+}
+
+unsafe extern "C" fn until_used_clone(smpl: *const sys::llama_sampler) -> *mut sys::llama_sampler {
+    // SAFETY: as in `until_used_accept`.
+    let state = unsafe { until_used_state(smpl) };
+    let copy = Box::new(UntilUsed {
+        all: state.all.clone(),
+        active: state.active.clone(),
+    });
+    // SAFETY: as in `until_used_sampler`.
+    unsafe {
+        sys::llama_sampler_init(
+            std::ptr::addr_of!(UNTIL_USED).cast_mut(),
+            Box::into_raw(copy).cast(),
+        )
+    }
+}
+
+unsafe extern "C" fn until_used_free(smpl: *mut sys::llama_sampler) {
+    // SAFETY: the box was made by `until_used_sampler` or `until_used_clone` and is freed once here.
+    unsafe { drop(Box::from_raw((*smpl).ctx.cast::<UntilUsed>())) }
 }
 
 impl Drop for Sampler {

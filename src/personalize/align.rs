@@ -17,7 +17,8 @@
 //! The same contrast read at the output gives the `words` way ([`word_bias`]): a logit bias toward the
 //! tokens the user's real answers use and the model's own do not, `ln((df_user(t) + 1) / (df_own(t) + 1))`
 //! with `df` the number of contrast items whose answer holds token t in either of its spellings (as a
-//! reply's first word and after a space).
+//! reply's first word and after a space). As `df` counts presence, each token's bias holds until the
+//! reply has used it ([`crate::llm::GenerateOptions::bias_until_used`]).
 //! This module is the arithmetic; [`super::pipeline::Personalizer`] reads the texts through the model.
 
 use std::time::Instant;

@@ -53,8 +53,10 @@ const EMBED_BATCH: usize = 16;
 /// both spellings of an answer's tokens (a reply's first word has no space before it), and the policy
 /// scores each way on the prompt it is applied with (no answer lead). 9: the policy scores free text
 /// by ROUGE-1 of each way's generated answer (it was the likelihood alone), and an `auto` fit builds
-/// only what its chosen way uses (no direction for a prompt way or `words`).
-pub const FIT_VERSION: u32 = 9;
+/// only what its chosen way uses (no direction for a prompt way or `words`). 10: the `words` bias
+/// holds only until its token is in the reply ([`crate::llm::GenerateOptions::bias_until_used`]), where
+/// it is applied and where the policy scores it.
+pub const FIT_VERSION: u32 = 10;
 
 /// Offline queries tried per wanted pair, at most: a model that answers a query the same way with and
 /// without the insight gives a pair that is dropped, and the next query is tried instead.
@@ -888,11 +890,10 @@ impl<'a> Personalizer<'a> {
         let opts = GenerateOptions {
             max_tokens,
             logit_bias: self.bias.clone(),
+            bias_until_used: true,
             ..Default::default()
         };
-        let (g, lp) = self
-            .ctx
-            .generate_and_score_after_prefix(&q, &opts, &a, &self.bias)?;
+        let (g, lp) = self.ctx.generate_and_score_after_prefix(&q, &opts, &a)?;
         self.tokens.suffix += q.len();
         self.tokens.generated += g.tokens.len();
         self.tokens.captured += a.len();
@@ -916,6 +917,7 @@ impl<'a> Personalizer<'a> {
         let opts = GenerateOptions {
             max_tokens,
             logit_bias: self.bias.clone(),
+            bias_until_used: true,
             ..Default::default()
         };
         let g = self.ctx.generate_after_prefix(&tokens, &opts, |_| {})?;

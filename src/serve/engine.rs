@@ -533,6 +533,7 @@ fn admit(
         sampler: SeqSampler::new(
             &GenerateOptions {
                 logit_bias: part.as_ref().map(|p| p.logit_bias()).unwrap_or_default(),
+                bias_until_used: true,
                 ..job.opts.clone()
             },
             model.info().n_vocab,

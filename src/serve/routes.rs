@@ -375,6 +375,7 @@ fn options(
         seed,
         stop: stop.map(super::api::Stop::into_vec).unwrap_or_default(),
         logit_bias: Vec::new(),
+        ..Default::default()
     })
 }
 
