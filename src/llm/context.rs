@@ -683,44 +683,12 @@ impl<'m> Context<'m> {
         answer: &[Token],
         bias: &[(Token, f32)],
     ) -> Result<Vec<f32>, LlmError> {
-        if prompt.is_empty() {
-            return Err(LlmError::Callback(
-                "scoring an answer needs a prompt before it".into(),
-            ));
-        }
-        if answer.len() > self.n_batch {
-            return Err(LlmError::Callback(format!(
-                "an answer of {} tokens is longer than a batch ({})",
-                answer.len(),
-                self.n_batch
-            )));
-        }
+        self.check_scorable(prompt, answer)?;
         let keep = self.n_past;
         let result = (|| {
-            let mut out = Vec::with_capacity(answer.len());
             self.eval(prompt, false)?;
-            let Some((_, rest)) = answer.split_last() else {
-                return Ok(out);
-            };
-            out.push(log_softmax_biased(&self.last_logits(), bias, answer[0]));
-            if !rest.is_empty() {
-                // answer tokens 0..n-1 are read with outputs: row j predicts answer[j + 1]
-                self.eval(rest, true)?;
-                let n_vocab = self.model.info().n_vocab;
-                for (j, &next) in answer[1..].iter().enumerate() {
-                    // SAFETY: live context; the batch just evaluated had `rest.len()` tokens, all with
-                    // outputs, so output row j exists and holds `n_vocab` logits.
-                    let row = unsafe {
-                        let p = sys::llama_get_logits_ith(self.ptr.as_ptr(), j as i32);
-                        if p.is_null() {
-                            return Err(LlmError::Callback(format!("no logits for row {j}")));
-                        }
-                        std::slice::from_raw_parts(p, n_vocab)
-                    };
-                    out.push(log_softmax_biased(row, bias, next));
-                }
-            }
-            Ok(out)
+            let first = self.last_logits();
+            self.score_answer(&first, answer, |_| bias.to_vec())
         })();
         self.truncate(keep);
         result
@@ -767,6 +735,58 @@ impl<'m> Context<'m> {
         Ok(tokens)
     }
 
+    /// The limits of a teacher-forced score: a prompt before the answer (its first token needs a
+    /// position before it) and an answer that fits one batch.
+    fn check_scorable(&self, prompt: &[Token], answer: &[Token]) -> Result<(), LlmError> {
+        if prompt.is_empty() {
+            return Err(LlmError::Callback(
+                "scoring an answer needs a prompt before it".into(),
+            ));
+        }
+        if answer.len() > self.n_batch {
+            return Err(LlmError::Callback(format!(
+                "an answer of {} tokens is longer than a batch ({})",
+                answer.len(),
+                self.n_batch
+            )));
+        }
+        Ok(())
+    }
+
+    /// `log p(answer[j] | ...)` for every answer token, with `bias_at(j)` added to the logits that
+    /// predict token j: `first` (the prompt's last logits) predict `answer[0]`, and the answer's
+    /// tokens but the last are read after the cache with outputs for the rest.
+    fn score_answer(
+        &mut self,
+        first: &[f32],
+        answer: &[Token],
+        bias_at: impl Fn(usize) -> Vec<(Token, f32)>,
+    ) -> Result<Vec<f32>, LlmError> {
+        let mut out = Vec::with_capacity(answer.len());
+        let Some((_, rest)) = answer.split_last() else {
+            return Ok(out);
+        };
+        out.push(log_softmax_biased(first, &bias_at(0), answer[0]));
+        if !rest.is_empty() {
+            // answer tokens 0..n-1 are read with outputs: row j predicts answer[j + 1]
+            self.eval(rest, true)?;
+            let n_vocab = self.model.info().n_vocab;
+            for (j, &next) in answer[1..].iter().enumerate() {
+                // SAFETY: live context; the batch just evaluated had `rest.len()` tokens, all with
+                // outputs, so output row j exists and holds `n_vocab` logits.
+                let row = unsafe {
+                    let p = sys::llama_get_logits_ith(self.ptr.as_ptr(), j as i32);
+                    if p.is_null() {
+                        return Err(LlmError::Callback(format!("no logits for row {j}")));
+                    }
+                    std::slice::from_raw_parts(p, n_vocab)
+                };
+                out.push(log_softmax_biased(row, &bias_at(j + 1), next));
+            }
+        }
+        Ok(out)
+    }
+
     /// Generate after the tokens already in the KV cache: evaluate `tokens`, then sample. Afterwards
     /// the cache holds the prefix that was there before plus nothing else (the prompt part and the
     /// answer are removed), so several answers can share one evaluated prefix.
@@ -800,58 +820,26 @@ impl<'m> Context<'m> {
         opts: &GenerateOptions,
         answer: &[Token],
     ) -> Result<(Generation, Vec<f32>), LlmError> {
-        if prompt.is_empty() {
-            return Err(LlmError::Callback(
-                "scoring an answer needs a prompt before it".into(),
-            ));
-        }
-        if answer.len() > self.n_batch {
-            return Err(LlmError::Callback(format!(
-                "an answer of {} tokens is longer than a batch ({})",
-                answer.len(),
-                self.n_batch
-            )));
-        }
+        self.check_scorable(prompt, answer)?;
         let keep = self.n_past;
         let result = (|| {
             let mut prompt_logits = Vec::new();
             let g = self.generate_tokens_keeping(prompt, opts, |_| {}, Some(&mut prompt_logits))?;
             // back to the prompt, whose last logits predict the answer's first token
             self.truncate(keep + prompt.len());
-            let mut out = Vec::with_capacity(answer.len());
-            let Some((_, rest)) = answer.split_last() else {
-                return Ok((g, out));
-            };
-            let bias = &opts.logit_bias;
             // the bias in force before answer token j
             let bias_at = |j: usize| -> Vec<(Token, f32)> {
                 if opts.bias_until_used {
-                    bias.iter()
+                    opts.logit_bias
+                        .iter()
                         .copied()
                         .filter(|(t, _)| !answer[..j].contains(t))
                         .collect()
                 } else {
-                    bias.clone()
+                    opts.logit_bias.clone()
                 }
             };
-            out.push(log_softmax_biased(&prompt_logits, &bias_at(0), answer[0]));
-            if !rest.is_empty() {
-                self.eval(rest, true)?;
-                let n_vocab = self.model.info().n_vocab;
-                for (j, &next) in answer[1..].iter().enumerate() {
-                    // SAFETY: as in `score_after_prefix`: the batch just evaluated had `rest.len()`
-                    // tokens, all with outputs, so output row j holds `n_vocab` logits.
-                    let row = unsafe {
-                        let p = sys::llama_get_logits_ith(self.ptr.as_ptr(), j as i32);
-                        if p.is_null() {
-                            return Err(LlmError::Callback(format!("no logits for row {j}")));
-                        }
-                        std::slice::from_raw_parts(p, n_vocab)
-                    };
-                    out.push(log_softmax_biased(row, &bias_at(j + 1), next));
-                }
-            }
-            Ok((g, out))
+            Ok((g, self.score_answer(&prompt_logits, answer, bias_at)?))
         })();
         self.truncate(keep);
         result
