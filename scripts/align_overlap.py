@@ -8,6 +8,9 @@ Takes every real-answer profile in DB (a user's own fitted with `--route align`/
 `mid:N` band), the mean |cos| between two different users' directions c, next to what two random
 directions give (sqrt(2 / (pi d))), and the mean agreement of the users' items (mean pairwise cosine
 of their differences) in the band. Compare with scripts/direction_overlap.py for the paper's p.
+Where the profiles hold the `words` bias (fit version 7 on), it prints the same for the biases: the
+mean |cos| between two users' bias vectors over the vocabulary (a token neither user biases counts
+as 0), and how many users' biases share no token at all.
 """
 import argparse
 import itertools
@@ -62,6 +65,19 @@ def main():
           f"{sum(cos) / len(cos):.3f}; random directions {math.sqrt(2 / (math.pi * hidden)):.3f}; "
           f"mean agreement of a user's items {sum(agree) / len(agree):.3f}; "
           f"items per user {sum(items) / len(items):.1f}")
+    words = {name: dict(p["words"]) for name, (_, p, _, _) in latest.items() if p.get("words")}
+    if len(words) >= 2:
+        wcos = [bias_cos(words[u], words[w]) for u, w in itertools.combinations(words, 2)]
+        print(f"{a.db}: {len(words)} users with a `words` bias ({sum(map(len, words.values())) / len(words):.1f} "
+              f"tokens each): mean |cos| between users' biases {sum(wcos) / len(wcos):.3f}, "
+              f"{sum(c == 0 for c in wcos)} of {len(wcos)} pairs share no token")
+
+
+def bias_cos(a, b):
+    """|cos| of two sparse bias vectors (token -> bias)."""
+    dot = sum(v * b[t] for t, v in a.items() if t in b)
+    na, nb = math.sqrt(sum(v * v for v in a.values())), math.sqrt(sum(v * v for v in b.values()))
+    return 0.0 if na == 0 or nb == 0 else abs(dot) / (na * nb)
 
 
 if __name__ == "__main__":
