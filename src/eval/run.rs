@@ -47,7 +47,9 @@ use super::prompts::history_prompt;
 use super::report::{EvalReport, MethodRow, Prediction, compare_with_instruct, invalid_answers};
 use crate::llm::{Context, ContextParams, GenerateOptions, LlmError, Model, Token};
 use crate::personalize::policy::{UserContext, way_prompt};
-use crate::personalize::prompts::{PROMPT_VERSION, clip_chars, personalised_instruction};
+use crate::personalize::prompts::{
+    PROMPT_VERSION, TaskFamily, clip_chars, personalised_instruction,
+};
 use crate::personalize::{
     FIT_VERSION, FitParams, LayerChoice, Material, Mode, PersonalizeError, Personalizer, Policy,
     Route, Strengths, Way, default_policy_params, profile_plan, user_prompt,
@@ -879,14 +881,23 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// `name`'s policy for `auto`: stored like an answer, under a key of what decides it (the scope,
-    /// the fit parameters, the candidates; the user as the "question"), so a re-run or a sweep of
-    /// other methods does not choose it again.
+    /// `name`'s policy for `auto`: its scores are stored like an answer, under a key of what decides
+    /// them (the scope, the fit parameters, the candidates; the user as the "question"), so a re-run
+    /// or a sweep of other methods does not score them again; the way is decided from them under the
+    /// current references ([`Policy::decide`]), which are not part of the key.
     fn policy(&mut self, ask: &Ask<'_>, name: &str) -> Result<Policy, EvalError> {
         let params = default_policy_params(ask.align_fit.gamma);
+        // what the scores depend on, in the shape the key had before the references existed (its
+        // `default` was `none`), so that scores stored then are found
+        let scored = serde_json::json!({
+            "held_out": params.held_out,
+            "min_fit": params.min_fit,
+            "candidates": params.candidates,
+            "default": Way::None,
+        });
         let doc = serde_json::json!({
             "common": ask.common,
-            "policy": params,
+            "policy": scored,
             "fit": ask.align_fit,
             "fit_version": FIT_VERSION,
         });
@@ -895,9 +906,25 @@ impl<'a> Evaluator<'a> {
             crate::digest::hex(&Sha256::digest(doc.to_string().as_bytes()))
         );
         if let Some(stored) = self.store.eval_answer(&key, name)?
-            && let Ok(policy) = serde_json::from_str(&stored.raw)
+            && let Ok(policy) = serde_json::from_str::<Policy>(&stored.raw)
         {
-            return Ok(policy);
+            let family = policy.family.unwrap_or(match ask.task.kind() {
+                TaskKind::Classification => TaskFamily::Classification,
+                TaskKind::Rating => TaskFamily::Rating,
+                TaskKind::Generation => TaskFamily::FreeText,
+            });
+            // the history's length is only named in a too-few report; the store knows it
+            let history = match self.store.user(name)? {
+                Some(u) => self.store.history(u.id)?.len(),
+                None => 0,
+            };
+            return Ok(Policy::decide(
+                family,
+                history,
+                policy.held_out,
+                policy.scores,
+                &params,
+            ));
         }
         let t = Instant::now();
         let policy = self

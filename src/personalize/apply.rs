@@ -211,6 +211,7 @@ mod tests {
             held_out: 5,
             fallback: None,
             scores: Vec::new(),
+            family: None,
         };
         let profile = Profile {
             model: ModelIdentity {

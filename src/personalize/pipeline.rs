@@ -55,7 +55,9 @@ const EMBED_BATCH: usize = 16;
 /// by ROUGE-1 of each way's generated answer (it was the likelihood alone), and an `auto` fit builds
 /// only what its chosen way uses (no direction for a prompt way or `words`). 10: the `words` bias
 /// holds only until its token is in the reply ([`crate::llm::GenerateOptions::bias_until_used`]), where
-/// it is applied and where the policy scores it.
+/// it is applied and where the policy scores it. (Version 10 also covers the policy's per-family
+/// reference, `words@2` for labels: the scores and profiles are those of before, only the way decided
+/// from the scores differs, and a policy decided so records its `family`.)
 pub const FIT_VERSION: u32 = 10;
 
 /// Offline queries tried per wanted pair, at most: a model that answers a query the same way with and

@@ -7,10 +7,11 @@
 //! the whole reply for free text), ties broken by the mean log-likelihood of the user's real
 //! output, teacher-forced, per token. Free text is scored by ROUGE, not by the likelihood: on LaMP-7
 //! the direction raised the likelihood of the users' tweets while its replies lost ROUGE
-//! (docs/evaluation.md, "SmolLM2-135M, LaMP-7"). The best way is kept when it beats answering
-//! without personalisation beyond the items' own noise; when every way scores the same, nothing is
-//! personalised; in between, the default chosen on the train split is used, and the policy says
-//! why. [`choose`] is that rule, pure; [`Personalizer::choose_policy`] scores through the model.
+//! (docs/evaluation.md, "SmolLM2-135M, LaMP-7"). The best way is kept when it beats the task
+//! family's reference way (chosen on the train split: `words@2` for labels, `none` otherwise) beyond
+//! the items' own noise; when every way scores the same, nothing is personalised; in between, the
+//! reference is used, and the policy says why. [`choose`] is that rule, pure;
+//! [`Personalizer::choose_policy`] scores through the model.
 
 use serde::{Deserialize, Serialize};
 
@@ -136,11 +137,29 @@ pub struct PolicyParams {
     pub min_fit: usize,
     /// The ways compared.
     pub candidates: Vec<Way>,
-    /// The way used when the held-out items cannot tell the candidates apart.
-    pub default: Way,
+    /// The reference of label tasks: the way a user of a label task is answered unless another way
+    /// beats it beyond the held-out items' noise, and when too few items are held out to tell. For
+    /// ratings and free text the reference is `none`. Not part of what is scored, so a cached
+    /// policy can be decided again under another reference ([`Policy::decide`]).
+    pub label_reference: Way,
+    /// Label tasks keep their reference whatever the held-out scores say (but `none` when every way
+    /// scores the same; an `auto` fit whose reference is a `words` way with no bias answers `none`):
+    /// on the train split no choice made on five held-out labels beat it (docs/evaluation.md).
+    pub label_keeps_reference: bool,
 }
 
-/// The candidate set and default of `fit --route auto` (docs/evaluation.md: chosen on the train split).
+impl PolicyParams {
+    /// The reference way of a task family (see [`PolicyParams::label_reference`]).
+    pub fn reference(&self, family: TaskFamily) -> Way {
+        match family {
+            TaskFamily::Classification => self.label_reference,
+            TaskFamily::Rating | TaskFamily::FreeText => Way::None,
+        }
+    }
+}
+
+/// The candidate set and references of `fit --route auto` (docs/evaluation.md: chosen on the train
+/// split).
 pub fn default_policy_params(gamma: f32) -> PolicyParams {
     PolicyParams {
         held_out: 5,
@@ -157,7 +176,8 @@ pub fn default_policy_params(gamma: f32) -> PolicyParams {
             Way::Words { strength: 2.0 },
             Way::Words { strength: 4.0 },
         ],
-        default: Way::None,
+        label_reference: Way::Words { strength: 2.0 },
+        label_keeps_reference: true,
     }
 }
 
@@ -185,23 +205,60 @@ pub struct Policy {
     pub way: Way,
     /// Newest history items held out to score the candidates.
     pub held_out: usize,
-    /// Why the default was used instead of the best candidate, if it was.
+    /// Why the reference was kept instead of the best candidate, if it was.
     pub fallback: Option<String>,
     /// Every candidate's scores, in the order compared.
     pub scores: Vec<CandidateScore>,
+    /// The task family of the user's history (policies before fit version 11 lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<TaskFamily>,
 }
 
-/// The rule: rank by metric (where there is one), then log-likelihood; keep the best if it beats
-/// `none` beyond the held-out items' noise (the mean of the paired differences above their standard
-/// error): on the metric when it is ahead there, else on the likelihood. With 5 items a label task
-/// needs two answers more than `none` and none fewer, so that the best of many candidates is not kept
-/// for one lucky item. When every candidate scores exactly the same, `none` (nothing to gain);
-/// otherwise `default`. Fewer than 2 held-out items: `default`.
-pub fn choose(scores: &[CandidateScore], default: Way) -> (Way, Option<String>) {
+impl Policy {
+    /// The policy of these scores under `params`' reference for the family ([`choose`]); `history`
+    /// counts the user's items, for the report when too few were held out to compare.
+    pub fn decide(
+        family: TaskFamily,
+        history: usize,
+        held_out: usize,
+        scores: Vec<CandidateScore>,
+        params: &PolicyParams,
+    ) -> Policy {
+        let reference = params.reference(family);
+        let (way, fallback) = if held_out < 2 {
+            (
+                reference,
+                Some(format!(
+                    "{history} history items leave {held_out} to hold out: too few to compare"
+                )),
+            )
+        } else if family == TaskFamily::Classification && params.label_keeps_reference {
+            keep(&scores, reference)
+        } else {
+            choose(&scores, reference)
+        };
+        Policy {
+            way,
+            held_out,
+            fallback,
+            scores,
+            family: Some(family),
+        }
+    }
+}
+
+/// The rule: rank by metric (where there is one), then log-likelihood; keep the best if it beats the
+/// `reference` way beyond the held-out items' noise (the mean of the paired differences above their
+/// standard error): on the metric when it is ahead there, else on the likelihood. With 5 items a
+/// label task needs two answers more than the reference and none fewer, so that the best of many
+/// candidates is not kept for one lucky item. When every candidate scores exactly the same, `none`
+/// (nothing to gain); otherwise the reference, and why. A reference that was not scored (a `words`
+/// way for a user with no bias) is `none`. Fewer than 2 held-out items: the reference.
+pub fn choose(scores: &[CandidateScore], reference: Way) -> (Way, Option<String>) {
     let n = scores.first().map_or(0, |s| s.per_item.len());
     if n < 2 {
         return (
-            default,
+            reference,
             Some(format!(
                 "{n} held-out item{}: too few to compare",
                 if n == 1 { "" } else { "s" }
@@ -224,34 +281,76 @@ pub fn choose(scores: &[CandidateScore], default: Way) -> (Way, Option<String>) 
     if scores.iter().all(|s| key(s) == key(best)) {
         return (Way::None, None);
     }
-    let Some(none) = scores.iter().find(|s| s.way == Way::None) else {
+    let Some(refs) = scores
+        .iter()
+        .find(|s| s.way == reference)
+        .or_else(|| scores.iter().find(|s| s.way == Way::None))
+    else {
         return (best.way, None);
     };
-    if best.way == Way::None {
-        return (Way::None, None);
+    if best.way == refs.way {
+        return (refs.way, None);
     }
-    let (what, (mean, se)) = if best.metric.unwrap_or(0.0) > none.metric.unwrap_or(0.0) {
+    let (what, (mean, se)) = if best.metric.unwrap_or(0.0) > refs.metric.unwrap_or(0.0) {
         (
             "on the task's metric",
-            paired_gain(&best.per_item_metric, &none.per_item_metric),
+            paired_gain(&best.per_item_metric, &refs.per_item_metric),
         )
     } else {
         (
             "in nats a token",
-            paired_gain(&best.per_item, &none.per_item),
+            paired_gain(&best.per_item, &refs.per_item),
         )
     };
     if mean > se {
         (best.way, None)
     } else {
         (
-            default,
+            refs.way,
             Some(format!(
-                "`{}` is ahead of `none` by {mean:.3} {what}, inside its noise ({se:.3})",
-                best.way.name()
+                "`{}` is ahead of `{}` by {mean:.3} {what}, inside its noise ({se:.3})",
+                best.way.name(),
+                refs.way.name()
             )),
         )
     }
+}
+
+/// The rule where the reference is kept ([`PolicyParams::label_keeps_reference`]): the reference,
+/// with the best candidate named when it scored ahead; `none` when every candidate scores the same.
+pub fn keep(scores: &[CandidateScore], reference: Way) -> (Way, Option<String>) {
+    let key = |s: &CandidateScore| (s.metric.unwrap_or(0.0), s.log_likelihood);
+    let Some(first) = scores.first() else {
+        return (reference, None);
+    };
+    if scores.iter().all(|s| key(s) == key(first)) {
+        return (Way::None, None);
+    }
+    let Some(refs) = scores.iter().find(|s| s.way == reference) else {
+        // the held-out fit had too few items for a bias; the whole history's fit may have one (an
+        // `auto` fit answers `none` when it has not)
+        return (
+            reference,
+            Some(format!(
+                "`{}` was not scored: the items before the held-out ones gave it nothing",
+                reference.name()
+            )),
+        );
+    };
+    let ahead = scores.iter().filter(|s| key(s) > key(refs)).max_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        ka.0.total_cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+    });
+    let why = ahead.map(|a| {
+        format!(
+            "`{}` scored ahead of `{}`, but label tasks keep `{}` (docs/evaluation.md: on the \
+             train split no choice on five held-out labels beat it)",
+            a.way.name(),
+            refs.way.name(),
+            refs.way.name()
+        )
+    });
+    (refs.way, why)
 }
 
 /// Mean and standard error of the paired differences `a - b` (0, infinity with fewer than 2 pairs).
@@ -392,19 +491,18 @@ impl Personalizer<'_> {
     ) -> Result<Policy, PersonalizeError> {
         let user = self.store.require_user(name)?;
         let history = self.store.history(user.id)?;
+        let family = TaskFamily::from_kind(&super::pipeline::dominant_kind(&history));
         let held_out = policy
             .held_out
             .min(history.len().saturating_sub(policy.min_fit));
         if held_out < 2 {
-            return Ok(Policy {
-                way: policy.default,
+            return Ok(Policy::decide(
+                family,
+                history.len(),
                 held_out,
-                fallback: Some(format!(
-                    "{} history items leave {held_out} to hold out: too few to compare",
-                    history.len()
-                )),
-                scores: Vec::new(),
-            });
+                Vec::new(),
+                policy,
+            ));
         }
         self.hold_out = held_out;
         let result = self.score_candidates(name, &history, held_out, params, policy);
@@ -412,14 +510,13 @@ impl Personalizer<'_> {
         self.hold_out = 0;
         self.bias.clear();
         self.set_plan(None)?;
-        let scores = result?;
-        let (way, fallback) = choose(&scores, policy.default);
-        Ok(Policy {
-            way,
+        Ok(Policy::decide(
+            family,
+            history.len(),
             held_out,
-            fallback,
-            scores,
-        })
+            result?,
+            policy,
+        ))
     }
 
     /// The `auto` route: choose the user's policy ([`Self::choose_policy`]), then fit the real-answer
@@ -438,7 +535,7 @@ impl Personalizer<'_> {
             ));
         };
         self.policy_secs = [0.0; 2];
-        let policy =
+        let mut policy =
             self.choose_policy(&user.name, params, &default_policy_params(params.gamma))?;
         let [held_out_fit, held_out_scores] = self.policy_secs;
         let align_params = FitParams {
@@ -482,8 +579,18 @@ impl Personalizer<'_> {
         };
         let (mut report, mut profile) = match fitted {
             Ok(fitted) => fitted,
-            // the model answers as the user everywhere: no direction, only the prompt ways
-            Err(PersonalizeError::TooFewContrasts { .. }) if !direction => prompt_only(self)?,
+            // the model answers as the user everywhere: no direction and no bias, only the prompt
+            // ways; a `words` way (the label tasks' reference, say) has nothing to bias
+            Err(PersonalizeError::TooFewContrasts { .. }) if !direction => {
+                if policy.way.words().is_some() {
+                    policy.fallback = Some(format!(
+                        "`{}` has no bias: the model already answers as the user; `none`",
+                        policy.way.name()
+                    ));
+                    policy.way = Way::None;
+                }
+                prompt_only(self)?
+            }
             Err(e) => return Err(e),
         };
         report.seconds.splice(
@@ -643,13 +750,13 @@ mod tests {
 
     #[test]
     fn every_candidate_the_same_means_no_personalisation() {
-        let default = Way::Align { gamma: 1.0 };
+        let reference = Way::Align { gamma: 1.0 };
         let same = [
             score(Way::None, Some(0.5), &[-1.0, -2.0, -3.0]),
             score(Way::Insight, Some(0.5), &[-1.0, -2.0, -3.0]),
             score(Way::Align { gamma: 1.0 }, Some(0.5), &[-1.0, -2.0, -3.0]),
         ];
-        assert_eq!(choose(&same, default), (Way::None, None));
+        assert_eq!(choose(&same, reference), (Way::None, None));
     }
 
     fn labelled(way: Way, hits: &[f64], per_item: &[f64]) -> CandidateScore {
@@ -661,8 +768,7 @@ mod tests {
     }
 
     #[test]
-    fn a_clear_winner_is_kept_and_noise_falls_back() {
-        let default = Way::Insight;
+    fn a_clear_winner_is_kept_and_noise_keeps_none() {
         let ll = [-1.0; 5];
         let none = labelled(Way::None, &[0.0, 0.0, 1.0, 0.0, 0.0], &ll);
         // the metric decides first: two answers more than `none` and none fewer
@@ -672,44 +778,128 @@ mod tests {
             &[-1.5; 5],
         );
         assert_eq!(
-            choose(&[none.clone(), two], default).0,
+            choose(&[none.clone(), two], Way::None).0,
             Way::Words { strength: 2.0 }
         );
-        // one answer more is one lucky item among many candidates: the default, and why
+        // one answer more is one lucky item among many candidates: none, and why
         let one = labelled(Way::Retrieval, &[1.0, 0.0, 1.0, 0.0, 0.0], &ll);
-        let (way, why) = choose(&[none.clone(), one], default);
-        assert_eq!(way, default);
+        let (way, why) = choose(&[none.clone(), one], Way::None);
+        assert_eq!(way, Way::None);
         assert!(why.unwrap().contains("task's metric"));
         // two more but one fewer: inside the noise
         let swap = labelled(Way::Retrieval, &[1.0, 1.0, 0.0, 0.0, 0.0], &[0.0; 5]);
-        assert_eq!(choose(&[none, swap], default).0, default);
+        assert_eq!(choose(&[none, swap], Way::None).0, Way::None);
         // the same metric: the likelihood, when it is ahead on every item
         let by_ll = [
             score(Way::None, None, &[-2.0, -3.0, -2.5]),
             score(Way::Retrieval, None, &[-1.0, -2.0, -1.4]),
         ];
-        assert_eq!(choose(&by_ll, default), (Way::Retrieval, None));
-        // ahead on average by one item's luck: inside the noise, the default
+        assert_eq!(choose(&by_ll, Way::None), (Way::Retrieval, None));
+        // ahead on average by one item's luck: inside the noise
         let lucky = [
             score(Way::None, None, &[-2.0, -2.0, -2.0]),
             score(Way::Retrieval, None, &[-0.5, -2.1, -2.1]),
         ];
-        let (way, why) = choose(&lucky, default);
-        assert_eq!(way, default);
+        let (way, why) = choose(&lucky, Way::None);
+        assert_eq!(way, Way::None);
         assert!(why.unwrap().contains("noise"));
         // `none` best: none
         let none_best = [
             score(Way::None, None, &[-1.0, -1.0]),
             score(Way::Insight, None, &[-2.0, -2.0]),
         ];
-        assert_eq!(choose(&none_best, default), (Way::None, None));
-        // too few items
+        assert_eq!(choose(&none_best, Way::None), (Way::None, None));
+        // too few items: the reference
         let one = [
             score(Way::None, None, &[-1.0]),
             score(Way::Insight, None, &[0.0]),
         ];
-        assert_eq!(choose(&one, default).0, default);
-        assert_eq!(choose(&[], default).0, default);
+        assert_eq!(choose(&one, Way::Insight).0, Way::Insight);
+        assert_eq!(choose(&[], Way::Insight).0, Way::Insight);
+    }
+
+    #[test]
+    fn another_reference_is_kept_unless_beaten_beyond_the_noise() {
+        let words = Way::Words { strength: 2.0 };
+        let ll = [-1.0; 5];
+        let none = labelled(Way::None, &[0.0, 0.0, 1.0, 0.0, 0.0], &ll);
+        let reference = labelled(words, &[0.0, 1.0, 0.0, 0.0, 0.0], &ll);
+        // `none` ahead by one answer: inside the noise, the reference, and why
+        let none_one = labelled(Way::None, &[0.0, 1.0, 1.0, 0.0, 0.0], &ll);
+        let (way, why) = choose(&[none_one, reference.clone()], words);
+        assert_eq!(way, words);
+        assert!(why.unwrap().contains("ahead of `words@2`"));
+        // a way two answers ahead of the reference and none behind: kept
+        let retrieval = labelled(Way::Retrieval, &[1.0, 1.0, 0.0, 1.0, 0.0], &ll);
+        assert_eq!(
+            choose(&[none.clone(), reference.clone(), retrieval], words),
+            (Way::Retrieval, None)
+        );
+        // `none` beyond the noise: none
+        let none_far = labelled(Way::None, &[1.0, 1.0, 1.0, 0.0, 1.0], &ll);
+        assert_eq!(
+            choose(&[none_far, reference.clone()], words),
+            (Way::None, None)
+        );
+        // the reference best: kept
+        let reference_best = labelled(words, &[1.0, 0.0, 1.0, 0.0, 0.0], &ll);
+        assert_eq!(
+            choose(&[none.clone(), reference_best], words),
+            (words, None)
+        );
+        // a user with no bias has no `words` scores: `none` is the reference
+        let insight = labelled(Way::Insight, &[1.0, 0.0, 1.0, 0.0, 0.0], &ll);
+        assert_eq!(choose(&[none, insight], words).0, Way::None);
+    }
+
+    #[test]
+    fn label_tasks_keep_their_reference() {
+        let words = Way::Words { strength: 2.0 };
+        let ll = [-1.0; 5];
+        let none = labelled(Way::None, &[1.0, 1.0, 1.0, 0.0, 1.0], &ll);
+        let reference = labelled(words, &[0.0, 1.0, 0.0, 0.0, 0.0], &ll);
+        // ahead beyond the noise, and still the reference, with the best named
+        let (way, why) = keep(&[none.clone(), reference.clone()], words);
+        assert_eq!(way, words);
+        assert!(why.unwrap().contains("`none` scored ahead of `words@2`"));
+        // the reference best: kept, nothing to say
+        assert_eq!(
+            keep(&[reference.clone(), none.clone()][1..], words).0,
+            Way::None
+        );
+        let best = labelled(words, &[1.0, 1.0, 1.0, 1.0, 1.0], &ll);
+        assert_eq!(keep(&[none.clone(), best], words), (words, None));
+        // every candidate the same: none
+        assert_eq!(
+            keep(
+                &[
+                    none.clone(),
+                    labelled(words, &[1.0, 1.0, 1.0, 0.0, 1.0], &ll)
+                ],
+                words
+            ),
+            (Way::None, None)
+        );
+        // no bias on the held-out fit, so no `words` scores: the reference, and why
+        let insight = labelled(Way::Insight, &[1.0, 0.0, 1.0, 0.0, 0.0], &ll);
+        let (way, why) = keep(&[none, insight], words);
+        assert_eq!(way, words);
+        assert!(why.unwrap().contains("not scored"));
+    }
+
+    #[test]
+    fn a_policy_is_decided_per_family() {
+        let params = default_policy_params(0.5);
+        assert_eq!(
+            params.reference(TaskFamily::Classification),
+            params.label_reference
+        );
+        assert_eq!(params.reference(TaskFamily::FreeText), Way::None);
+        let few = Policy::decide(TaskFamily::Rating, 5, 1, Vec::new(), &params);
+        assert_eq!(few.way, Way::None);
+        assert!(few.fallback.unwrap().contains("too few"));
+        let few = Policy::decide(TaskFamily::Classification, 5, 1, Vec::new(), &params);
+        assert_eq!(few.way, params.label_reference);
     }
 
     #[test]
