@@ -209,7 +209,8 @@ pub struct Policy {
     pub fallback: Option<String>,
     /// Every candidate's scores, in the order compared.
     pub scores: Vec<CandidateScore>,
-    /// The task family of the user's history (policies before fit version 11 lack it).
+    /// The task family of the user's history (policies decided before the per-family references
+    /// lack it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<TaskFamily>,
 }
@@ -265,22 +266,9 @@ pub fn choose(scores: &[CandidateScore], reference: Way) -> (Way, Option<String>
             )),
         );
     }
-    let key = |s: &CandidateScore| (s.metric.unwrap_or(0.0), s.log_likelihood);
-    let best = scores
-        .iter()
-        .enumerate()
-        .max_by(|(i, a), (j, b)| {
-            let (ka, kb) = (key(a), key(b));
-            ka.0.total_cmp(&kb.0)
-                .then(ka.1.total_cmp(&kb.1))
-                // the earlier candidate (the simpler way) wins a tie
-                .then(j.cmp(i))
-        })
-        .map(|(_, s)| s)
-        .expect("n >= 2 means a candidate");
-    if scores.iter().all(|s| key(s) == key(best)) {
+    let Some(best) = best_unless_all_equal(scores) else {
         return (Way::None, None);
-    }
+    };
     let Some(refs) = scores
         .iter()
         .find(|s| s.way == reference)
@@ -319,13 +307,12 @@ pub fn choose(scores: &[CandidateScore], reference: Way) -> (Way, Option<String>
 /// The rule where the reference is kept ([`PolicyParams::label_keeps_reference`]): the reference,
 /// with the best candidate named when it scored ahead; `none` when every candidate scores the same.
 pub fn keep(scores: &[CandidateScore], reference: Way) -> (Way, Option<String>) {
-    let key = |s: &CandidateScore| (s.metric.unwrap_or(0.0), s.log_likelihood);
-    let Some(first) = scores.first() else {
+    if scores.is_empty() {
         return (reference, None);
-    };
-    if scores.iter().all(|s| key(s) == key(first)) {
-        return (Way::None, None);
     }
+    let Some(best) = best_unless_all_equal(scores) else {
+        return (Way::None, None);
+    };
     let Some(refs) = scores.iter().find(|s| s.way == reference) else {
         // the held-out fit had too few items for a bias; the whole history's fit may have one (an
         // `auto` fit answers `none` when it has not)
@@ -337,20 +324,37 @@ pub fn keep(scores: &[CandidateScore], reference: Way) -> (Way, Option<String>) 
             )),
         );
     };
-    let ahead = scores.iter().filter(|s| key(s) > key(refs)).max_by(|a, b| {
-        let (ka, kb) = (key(a), key(b));
-        ka.0.total_cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
-    });
-    let why = ahead.map(|a| {
+    let why = (score_key(best) > score_key(refs)).then(|| {
         format!(
             "`{}` scored ahead of `{}`, but label tasks keep `{}` (docs/evaluation.md: on the \
              train split no choice on five held-out labels beat it)",
-            a.way.name(),
+            best.way.name(),
             refs.way.name(),
             refs.way.name()
         )
     });
     (refs.way, why)
+}
+
+/// How candidates rank: by the task's metric (0 where there is none), then the log-likelihood.
+fn score_key(s: &CandidateScore) -> (f64, f64) {
+    (s.metric.unwrap_or(0.0), s.log_likelihood)
+}
+
+/// The best-ranked candidate ([`score_key`]; the earlier, simpler way wins a tie), or `None` when
+/// there is none or every candidate ranks the same.
+fn best_unless_all_equal(scores: &[CandidateScore]) -> Option<&CandidateScore> {
+    let best = scores
+        .iter()
+        .enumerate()
+        .max_by(|(i, a), (j, b)| {
+            let (ka, kb) = (score_key(a), score_key(b));
+            ka.0.total_cmp(&kb.0)
+                .then(ka.1.total_cmp(&kb.1))
+                .then(j.cmp(i))
+        })
+        .map(|(_, s)| s)?;
+    (!scores.iter().all(|s| score_key(s) == score_key(best))).then_some(best)
 }
 
 /// Mean and standard error of the paired differences `a - b` (0, infinity with fewer than 2 pairs).
@@ -862,11 +866,12 @@ mod tests {
         let (way, why) = keep(&[none.clone(), reference.clone()], words);
         assert_eq!(way, words);
         assert!(why.unwrap().contains("`none` scored ahead of `words@2`"));
-        // the reference best: kept, nothing to say
+        // a single candidate ranks the same as itself: none
         assert_eq!(
             keep(&[reference.clone(), none.clone()][1..], words).0,
             Way::None
         );
+        // the reference best: kept, nothing to say
         let best = labelled(words, &[1.0, 1.0, 1.0, 1.0, 1.0], &ll);
         assert_eq!(keep(&[none.clone(), best], words), (words, None));
         // every candidate the same: none
