@@ -7,7 +7,7 @@ use clap::Args;
 use super::fit::FitFlags;
 use super::{Global, ModelArgs};
 use crate::eval::run::{default_eval_db, default_out};
-use crate::eval::{EvalOptions, Evaluator, GroupSize, Method};
+use crate::eval::{EvalOptions, Evaluator, GroupSize, Method, WORDS_STRENGTH};
 use crate::personalize::LayerChoice;
 use crate::store::Store;
 
@@ -41,6 +41,9 @@ pub struct EvalArgs {
     /// Most tokens per answer [default: 16 for labels, 8 for ratings, 64 for text].
     #[arg(long, value_name = "N")]
     pub reply_tokens: Option<usize>,
+    /// Strength of the `words` and `words-other-user` methods' logit bias.
+    #[arg(long, value_name = "S", default_value_t = WORDS_STRENGTH)]
+    pub words_strength: f32,
     #[command(flatten)]
     pub fit: FitFlags,
     /// Layers of the `align` methods' fits, chosen among the middle half by how well the items agree
@@ -76,6 +79,7 @@ pub fn run(args: EvalArgs, global: &Global) -> anyhow::Result<()> {
         fit: args.fit.params(),
         align_layers: args.align_layers.clone(),
         answer_tokens: args.reply_tokens,
+        words_strength: args.words_strength,
         progress,
     };
     let report = evaluator.run(&opts)?;

@@ -8,4 +8,4 @@ pub mod report;
 pub mod run;
 
 pub use report::{EvalReport, MethodRow, Prediction};
-pub use run::{EvalError, EvalOptions, Evaluator, GroupSize, Method};
+pub use run::{EvalError, EvalOptions, Evaluator, GroupSize, Method, WORDS_STRENGTH};

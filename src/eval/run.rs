@@ -135,6 +135,8 @@ pub struct EvalOptions {
     pub align_layers: LayerChoice,
     /// Most tokens per answer; by default 16 for labels, 8 for ratings, 64 for text.
     pub answer_tokens: Option<usize>,
+    /// Strength of the `words` and `words-other-user` methods' bias ([`WORDS_STRENGTH`] by default).
+    pub words_strength: f32,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -466,7 +468,7 @@ impl<'a> Evaluator<'a> {
                     continue;
                 }
                 if method == Method::Words {
-                    let words = align_profile.as_ref().map(|p| (p, WORDS_STRENGTH));
+                    let words = align_profile.as_ref().map(|p| (p, opts.words_strength));
                     if words.is_none() {
                         *no_profile.entry(method).or_default() += 1;
                     }
@@ -600,7 +602,7 @@ impl<'a> Evaluator<'a> {
                 }
                 let answering = if method == Method::WordsOtherUser {
                     Answering {
-                        words: lent.map(|p| (p, WORDS_STRENGTH)),
+                        words: lent.map(|p| (p, opts.words_strength)),
                         ..Default::default()
                     }
                 } else {
@@ -691,6 +693,7 @@ impl<'a> Evaluator<'a> {
                 "group_split": opts.group_split,
                 "seed": opts.seed,
                 "answer_tokens": answer_tokens,
+                "words_strength": opts.words_strength,
                 "fit": fit_params,
             }),
             rows,
