@@ -36,7 +36,7 @@ pub enum Method {
     /// Control for `align`: each aligned user answered through the next aligned user's direction.
     AlignOtherUser,
     /// The user's `words` way alone: `instruct`'s prompt, a logit bias toward the tokens their real
-    /// answers use and the model's own do not, at strength [`WORDS_STRENGTH`].
+    /// answers use and the model's own do not, at `--words-strength`.
     Words,
     /// Control for `words`: each user answered with the next aligned user's bias.
     WordsOtherUser,
@@ -127,9 +127,9 @@ impl Method {
     }
 }
 
-/// The strength of the `words` and `words-other-user` methods: the middle of the policy's candidates
-/// (`default_policy_params`), fixed before any run.
-pub const WORDS_STRENGTH: f32 = 2.0;
+/// The default strength of the `words` and `words-other-user` methods (`eval --words-strength`):
+/// label tasks' reference way, so `words` answers as `auto` does for a user it keeps the reference for.
+pub const WORDS_STRENGTH: f32 = crate::personalize::policy::LABEL_REFERENCE_STRENGTH;
 
 /// Whose profile answers each user under [`Method::OtherUser`] (indices into `profiled`, the users in
 /// the split's order, true where the user has a profile): the next user with a profile, wrapping

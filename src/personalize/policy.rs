@@ -158,6 +158,10 @@ impl PolicyParams {
     }
 }
 
+/// The strength of label tasks' reference way, `words@2` (docs/evaluation.md: chosen on the train
+/// split); `eval`'s `words` methods use it by default.
+pub const LABEL_REFERENCE_STRENGTH: f32 = 2.0;
+
 /// The candidate set and references of `fit --route auto` (docs/evaluation.md: chosen on the train
 /// split).
 pub fn default_policy_params(gamma: f32) -> PolicyParams {
@@ -176,7 +180,9 @@ pub fn default_policy_params(gamma: f32) -> PolicyParams {
             Way::Words { strength: 2.0 },
             Way::Words { strength: 4.0 },
         ],
-        label_reference: Way::Words { strength: 2.0 },
+        label_reference: Way::Words {
+            strength: LABEL_REFERENCE_STRENGTH,
+        },
         label_keeps_reference: true,
     }
 }
