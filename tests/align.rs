@@ -282,6 +282,9 @@ fn fit_route_align_stores_a_profile_that_generate_applies() {
     for way in ["none", "insight", "retrieval", "align@2", "words@4"] {
         assert!(!ask(&["--way", way]).trim().is_empty(), "{way}");
     }
+    // the fixture's history is free text (no task named), where answers are not counted: the
+    // `prior` way answers as `none`
+    assert_eq!(ask(&["--way", "prior@20"]), ask(&["--way", "none"]));
 
     let out = dir.path().join("cv.gguf");
     ok(run(
@@ -358,6 +361,8 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
     assert!(held >= 2);
     assert_eq!(policy.held_out, held);
     assert!(!policy.scores.is_empty());
+    // free text repeats no answer to count: the `prior` ways are not scored
+    assert!(policy.scores.iter().all(|s| s.way.prior() == 0.0));
     for s in &policy.scores {
         assert_eq!(s.per_item.len(), held, "{s:?}");
         assert!(s.log_likelihood.is_finite() && s.log_likelihood < 0.0);
@@ -430,7 +435,7 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
         "{:?}",
         stored.way
     );
-    if stored.way.gamma().is_none() && stored.way.words().is_none() {
+    if stored.way.gamma().is_none() && !stored.way.reads_words() {
         assert!(profile.params.get("words").is_none(), "{}", profile.params);
     }
     if stored.way.gamma().is_none() {
@@ -443,4 +448,45 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
             String::from_utf8_lossy(&refused.stderr)
         );
     }
+}
+
+/// The `prior` way's bias: the first token of each answer the history gives, in both spellings a
+/// reply may use, weighted `ln(1 + n)` by how many items give it; nothing for free text.
+#[test]
+fn the_answer_prior_counts_the_first_token_of_each_label() {
+    use chameleon::personalize::align::history_prior;
+    use chameleon::store::NewItem;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("p.db")).unwrap();
+    let m = Model::load(&common::smollm(), &Default::default()).unwrap();
+    let items = |task: &str, user: &str, tags: &[&str]| {
+        let id = store.create_user(user).unwrap().id;
+        let new: Vec<NewItem> = tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| NewItem {
+                task: task.into(),
+                input: format!("film {i}"),
+                output: (*t).into(),
+                time: Some(i as i64),
+                source_id: None,
+            })
+            .collect();
+        store.add_history(id, &new).unwrap();
+        store.history(id).unwrap()
+    };
+    let tags = ["sci-fi", "comedy", "sci-fi", "sci-fi", "romance", "sci-fi"];
+    let prior = history_prior(&m, &items("lamp-2-movie-tag", "tagger", &tags)).unwrap();
+    let first = |text: &str| m.tokenize(text, false, false).unwrap()[0];
+    let bias = |t| prior.iter().find(|(k, _)| *k == t).map(|(_, b)| *b);
+    for (tag, n) in [("sci-fi", 4f32), ("comedy", 1.0), ("romance", 1.0)] {
+        for spelling in [tag.to_string(), format!(" {tag}")] {
+            let b = bias(first(&spelling)).unwrap_or(0.0);
+            assert!((b - (1.0 + n).ln()).abs() < 1e-5, "{spelling:?}: {prior:?}");
+        }
+    }
+    assert!(prior.len() <= 6, "first tokens only: {prior:?}");
+    let text = items("general", "writer", &["sci-fi", "sci-fi"]);
+    assert!(history_prior(&m, &text).unwrap().is_empty());
 }

@@ -44,6 +44,10 @@ pub struct EvalArgs {
     /// Strength of the `words` and `words-other-user` methods' logit bias.
     #[arg(long, value_name = "S", default_value_t = WORDS_STRENGTH)]
     pub words_strength: f32,
+    /// Weight of the user's answer prior (the log of how often their history gives each label or
+    /// rating) added to the `words` methods' bias; 0 adds none.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub prior_strength: f32,
     #[command(flatten)]
     pub fit: FitFlags,
     /// Layers of the `align` methods' fits, chosen among the middle half by how well the items agree
@@ -80,6 +84,7 @@ pub fn run(args: EvalArgs, global: &Global) -> anyhow::Result<()> {
         align_layers: args.align_layers.clone(),
         answer_tokens: args.reply_tokens,
         words_strength: args.words_strength,
+        prior_strength: args.prior_strength,
         progress,
     };
     let report = evaluator.run(&opts)?;

@@ -179,7 +179,8 @@ pub struct ProfileArgs {
     #[arg(long)]
     pub gamma: Option<f32>,
     /// Answer this way instead of the one the profile's policy chose (`--route auto`): `none`,
-    /// `insight`, `retrieval`, `align@G`, `insight+align@G`, `words@S`.
+    /// `insight`, `retrieval`, `align@G`, `insight+align@G`, `words@S`, `prior@P`,
+    /// `words@S+prior@P`.
     #[arg(long, value_name = "WAY")]
     pub way: Option<Way>,
 }
@@ -230,7 +231,7 @@ impl ProfileArgs {
             return Ok(None);
         };
         let store = global.open_store()?;
-        Ok(prompt_part_for(&store, name, &profile, self.way)?)
+        Ok(prompt_part_for(&store, model, name, &profile, self.way)?)
     }
 
     /// The owner and the stored profile these flags name (`None`: no profile asked for).

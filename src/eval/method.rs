@@ -36,13 +36,15 @@ pub enum Method {
     /// Control for `align`: each aligned user answered through the next aligned user's direction.
     AlignOtherUser,
     /// The user's `words` way alone: `instruct`'s prompt, a logit bias toward the tokens their real
-    /// answers use and the model's own do not, at `--words-strength`.
+    /// answers use and the model's own do not, at `--words-strength` (with `--prior-strength`, the
+    /// prior of the user's own answers added).
     Words,
-    /// Control for `words`: each user answered with the next aligned user's bias.
+    /// Control for `words`: each user answered with the next aligned user's bias (and prior).
     WordsOtherUser,
     /// Each user answered the way their own policy says (`fit --route auto`): chosen on their newest
     /// history items held out, among no personalisation, the insight or retrieved history in the
-    /// prompt, the real-answer direction at a few strengths, and prompt and direction.
+    /// prompt, the real-answer direction at a few strengths, prompt and direction, the user's words
+    /// and the prior of their own answers.
     Auto,
     /// Floor: the answer the user's profile gives without any model: their most frequent tag, their
     /// median score, the input itself.

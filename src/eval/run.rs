@@ -137,6 +137,8 @@ pub struct EvalOptions {
     pub answer_tokens: Option<usize>,
     /// Strength of the `words` and `words-other-user` methods' bias ([`WORDS_STRENGTH`] by default).
     pub words_strength: f32,
+    /// Weight of the user's answer prior added to the `words` methods' bias (0: none).
+    pub prior_strength: f32,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -207,6 +209,8 @@ struct Answering<'h> {
     edit: Option<(&'h Profile, Strengths)>,
     /// A profile whose `words` bias applies, and its strength.
     words: Option<(&'h Profile, f32)>,
+    /// A history whose answer prior is added to the bias, and its strength.
+    prior: Option<(&'h [HistoryItem], f32)>,
     way: Option<Way>,
     history: &'h [HistoryItem],
 }
@@ -472,9 +476,14 @@ impl<'a> Evaluator<'a> {
                     if words.is_none() {
                         *no_profile.entry(method).or_default() += 1;
                     }
+                    let history = self
+                        .store
+                        .history(self.store.require_user(&user.name)?.id)?;
                     let out = predictions.get_mut(&method).expect("every method");
                     let answering = Answering {
                         words,
+                        prior: (opts.prior_strength != 0.0)
+                            .then_some((history.as_slice(), opts.prior_strength)),
                         ..Default::default()
                     };
                     self.answer_user(&ask, method, user, material.as_ref(), answering, out)?;
@@ -527,7 +536,10 @@ impl<'a> Evaluator<'a> {
                             edit,
                             words: way
                                 .words()
+                                .filter(|&s| s != 0.0)
                                 .and_then(|s| align_profile.as_ref().map(|p| (p, s))),
+                            prior: (way.prior() != 0.0)
+                                .then_some((history.as_slice(), way.prior())),
                             way: Some(way),
                             history: &history,
                         };
@@ -600,9 +612,19 @@ impl<'a> Evaluator<'a> {
                 if lent.is_none() {
                     *no_profile.entry(method).or_default() += 1;
                 }
+                // the control lends the donor's whole signal: their bias and their answers' prior
+                let donor_history = match donor {
+                    Some(d) if method == Method::WordsOtherUser && opts.prior_strength != 0.0 => {
+                        self.store
+                            .history(self.store.require_user(&users[d].name)?.id)?
+                    }
+                    _ => Vec::new(),
+                };
                 let answering = if method == Method::WordsOtherUser {
                     Answering {
                         words: lent.map(|p| (p, opts.words_strength)),
+                        prior: (lent.is_some() && opts.prior_strength != 0.0)
+                            .then_some((donor_history.as_slice(), opts.prior_strength)),
                         ..Default::default()
                     }
                 } else {
@@ -694,6 +716,7 @@ impl<'a> Evaluator<'a> {
                 "seed": opts.seed,
                 "answer_tokens": answer_tokens,
                 "words_strength": opts.words_strength,
+                "prior_strength": opts.prior_strength,
                 "fit": fit_params,
             }),
             rows,
@@ -726,6 +749,12 @@ impl<'a> Evaluator<'a> {
         let bias = words
             .map(|(p, s)| crate::personalize::profile_words(p, s))
             .unwrap_or_default();
+        let bias = match answering.prior {
+            Some((history, strength)) => {
+                crate::personalize::with_prior(self.model, bias, strength, history)?
+            }
+            None => bias,
+        };
         let run = match (answering.way, edit, words) {
             // `auto`: the way decides the prompt, and its edit or bias (if any) the rest
             (Some(way), edit, words) => run_key(
@@ -737,13 +766,19 @@ impl<'a> Evaluator<'a> {
                     "profile": edit.map(|(p, _)| p).or(words.map(|(p, _)| p)).map(profile_identity),
                 })),
             ),
-            (None, _, Some((p, strength))) => run_key(
-                ask.common,
-                method,
-                fit,
-                Some(&serde_json::json!({"words": strength, "profile": profile_identity(p)})),
-            ),
-            (None, edit, None) => match edit {
+            (None, _, words) if words.is_some() || answering.prior.is_some() => {
+                let mut what = serde_json::json!({});
+                if let Some((p, strength)) = words {
+                    what["words"] = strength.into();
+                    what["profile"] = profile_identity(p);
+                }
+                // keyed only when asked, so that answers stored before the prior are found
+                if let Some((_, prior)) = answering.prior {
+                    what["first_token_prior"] = prior.into();
+                }
+                run_key(ask.common, method, fit, Some(&what))
+            }
+            (None, edit, _) => match edit {
                 Some((p, _)) => run_key(ask.common, method, fit, Some(&profile_identity(p))),
                 // an edited method without a profile asks `instruct`'s prompt with no edit: it is
                 // `instruct`, and shares its answers instead of generating them again
@@ -892,22 +927,25 @@ impl<'a> Evaluator<'a> {
         let params = default_policy_params(ask.align_fit.gamma);
         // what the scores depend on, in the shape the key had before the references existed (its
         // `default` was `none`), so that scores stored then are found
-        let scored = serde_json::json!({
-            "held_out": params.held_out,
-            "min_fit": params.min_fit,
-            "candidates": params.candidates,
-            "default": Way::None,
-        });
-        let doc = serde_json::json!({
-            "common": ask.common,
-            "policy": scored,
-            "fit": ask.align_fit,
-            "fit_version": FIT_VERSION,
-        });
-        let key = format!(
-            "policy/{}",
-            crate::digest::hex(&Sha256::digest(doc.to_string().as_bytes()))
-        );
+        let key_of = |candidates: &[Way]| {
+            let scored = serde_json::json!({
+                "held_out": params.held_out,
+                "min_fit": params.min_fit,
+                "candidates": candidates,
+                "default": Way::None,
+            });
+            let doc = serde_json::json!({
+                "common": ask.common,
+                "policy": scored,
+                "fit": ask.align_fit,
+                "fit_version": FIT_VERSION,
+            });
+            format!(
+                "policy/{}",
+                crate::digest::hex(&Sha256::digest(doc.to_string().as_bytes()))
+            )
+        };
+        let key = key_of(&params.candidates);
         if let Some(stored) = self.store.eval_answer(&key, name)?
             && let Ok(policy) = serde_json::from_str::<Policy>(&stored.raw)
         {
@@ -929,10 +967,26 @@ impl<'a> Evaluator<'a> {
                 &params,
             ));
         }
+        // the ways with a prior came later: scores stored among the candidates before them are
+        // reused, and only the new ways are read
+        let before: Vec<Way> = params
+            .candidates
+            .iter()
+            .copied()
+            .filter(|w| w.prior() == 0.0)
+            .collect();
+        let known = match self.store.eval_answer(&key_of(&before), name)? {
+            Some(stored) if before.len() < params.candidates.len() => {
+                serde_json::from_str::<Policy>(&stored.raw)
+                    .map(|p| p.scores)
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         let t = Instant::now();
         let policy = self
             .personalizer
-            .choose_policy(name, ask.align_fit, &params)?;
+            .choose_policy_with(name, ask.align_fit, &params, &known)?;
         let answer = EvalAnswer {
             raw: serde_json::to_string(&policy).expect("a policy serialises"),
             seconds: t.elapsed().as_secs_f64(),

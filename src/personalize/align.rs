@@ -129,6 +129,70 @@ pub fn word_bias<R: AsRef<[Token]>>(items: &[(R, R)]) -> Vec<(Token, f32)> {
         .collect()
 }
 
+/// The user's answer prior from their history's answers (tokens per item): for every token, `ln(1 +
+/// df)`, where `df` counts the items whose answer holds it (once per item). Between two one-token
+/// labels the difference is the log of their counts' ratio, so at strength 1 it is the user's label
+/// frequencies as a prior on the reply (what the `no-model` floor counts, weighed against the
+/// model's own reading instead of replacing it). In token order.
+pub fn answer_prior<R: AsRef<[Token]>>(answers: &[R]) -> Vec<(Token, f32)> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut df: BTreeMap<Token, u32> = BTreeMap::new();
+    for a in answers {
+        for t in a.as_ref().iter().collect::<BTreeSet<_>>() {
+            *df.entry(*t).or_default() += 1;
+        }
+    }
+    df.into_iter()
+        .map(|(t, n)| (t, (f64::from(n) + 1.0).ln() as f32))
+        .collect()
+}
+
+/// [`answer_prior`] of the first token of `history`'s answers, in both the spellings a reply may use
+/// (as its first word and after a space), for tasks whose answer is a label or a rating (empty for
+/// free text, where no answer repeats). Only the first token: that is where a reply chooses its
+/// label, and the rest of a label's tokens (" on", " a", " book") are shared with other words and
+/// labels, so a prior on them would push the reply around after the choice.
+///
+/// # Errors
+/// Tokenizing failing.
+pub fn history_prior(
+    model: &crate::llm::Model,
+    history: &[HistoryItem],
+) -> Result<Vec<(Token, f32)>, crate::llm::LlmError> {
+    let kind = super::pipeline::dominant_kind(history);
+    let family = TaskFamily::from_kind(&kind);
+    if family == TaskFamily::FreeText {
+        return Ok(Vec::new());
+    }
+    let labels = prompts::labels_for_kind(&kind);
+    let mut answers = Vec::with_capacity(history.len());
+    for h in history.iter().filter(|h| h.task == kind) {
+        let a = prompts::pair_answer(family, labels, &h.output);
+        let a = a.trim();
+        if !a.is_empty() {
+            let first = |text: &str| -> Result<Option<Token>, crate::llm::LlmError> {
+                Ok(model.tokenize(text, false, false)?.first().copied())
+            };
+            answers.push(
+                [first(a)?, first(&format!(" {a}"))?]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<Token>>(),
+            );
+        }
+    }
+    Ok(answer_prior(&answers))
+}
+
+/// `a + b` token by token, in token order.
+pub fn add_bias(a: &[(Token, f32)], b: &[(Token, f32)]) -> Vec<(Token, f32)> {
+    let mut sum: std::collections::BTreeMap<Token, f32> = std::collections::BTreeMap::new();
+    for &(t, v) in a.iter().chain(b) {
+        *sum.entry(t).or_default() += v;
+    }
+    sum.into_iter().filter(|(_, v)| *v != 0.0).collect()
+}
+
 /// The tokens of an answer as a reply may spell it: as the reply's first word (no space before it,
 /// as `generate`, `chat` and `serve` start a reply) and after a space (as after the lead `Tag:`).
 /// BPE vocabularies give the two spellings different tokens ("comedy" and " comedy"), and a bias
@@ -531,6 +595,19 @@ mod tests {
         assert!((get(2).unwrap() - 2f32.ln()).abs() < 1e-6);
         assert!(bias.windows(2).all(|w| w[0].0 < w[1].0), "token order");
         assert!(word_bias::<Vec<Token>>(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_prior_is_the_log_of_each_tokens_count_plus_one() {
+        // token 4 in three answers (twice in one), 6 in one; a label's prior ratio is its count ratio
+        let answers = [vec![4, 4], vec![4, 6], vec![4]];
+        let prior = answer_prior(&answers);
+        assert_eq!(prior.len(), 2);
+        assert!((prior[0].1 - 4f32.ln()).abs() < 1e-6 && prior[0].0 == 4);
+        assert!((prior[1].1 - 2f32.ln()).abs() < 1e-6 && prior[1].0 == 6);
+        assert!(answer_prior::<Vec<Token>>(&[]).is_empty());
+        let sum = add_bias(&[(1, 0.5), (2, 1.0)], &[(2, -1.0), (3, 2.0)]);
+        assert_eq!(sum, [(1, 0.5), (3, 2.0)], "a zero sum is left out");
     }
 
     #[test]

@@ -36,6 +36,27 @@ pub fn profile_words(profile: &Profile, strength: f32) -> Vec<(Token, f32)> {
         .collect()
 }
 
+/// `bias` with the user's answer prior from `history` added at `strength` (none at 0;
+/// [`super::align::history_prior`]).
+///
+/// # Errors
+/// Tokenizing failing.
+pub fn with_prior(
+    model: &Model,
+    bias: Vec<(Token, f32)>,
+    strength: f32,
+    history: &[HistoryItem],
+) -> Result<Vec<(Token, f32)>, crate::llm::LlmError> {
+    if strength == 0.0 {
+        return Ok(bias);
+    }
+    let prior: Vec<(Token, f32)> = super::align::history_prior(model, history)?
+        .into_iter()
+        .map(|(t, b)| (t, b * strength))
+        .collect();
+    Ok(super::align::add_bias(&bias, &prior))
+}
+
 /// The policy an `auto` profile records, if any.
 pub fn profile_policy(profile: &Profile) -> Option<Policy> {
     serde_json::from_value(profile.params.get("policy")?.clone()).ok()
@@ -304,16 +325,17 @@ pub fn stored_profile(
 /// `None` for the paper's profiles (an edit only).
 ///
 /// # Errors
-/// A store that cannot be read.
+/// A store that cannot be read; tokenizing the history failing.
 pub fn prompt_part_for(
     store: &Store,
+    model: &Model,
     name: &str,
     profile: &Profile,
     way: Option<Way>,
 ) -> Result<Option<PromptPart>, PersonalizeError> {
     if let (Some(asked), Some(policy)) = (way, profile_policy(profile))
-        && asked.words().is_some()
-        && policy.way.words().is_none()
+        && asked.reads_words()
+        && !policy.way.reads_words()
         && profile.params.get("words").is_none()
     {
         return Err(PersonalizeError::Params(format!(
@@ -339,12 +361,15 @@ pub fn prompt_part_for(
         .cloned()
         .collect();
     let kind = history.first().map(|h| h.task.clone()).unwrap_or_default();
+    let words = way
+        .words()
+        .map(|s| profile_words(profile, s))
+        .unwrap_or_default();
+    // the prior counts the history the store holds now, as retrieval reads it
+    let bias = with_prior(model, words, way.prior(), &history)?;
     Ok(Some(PromptPart {
         way,
-        bias: way
-            .words()
-            .map(|s| profile_words(profile, s))
-            .unwrap_or_default(),
+        bias,
         family: TaskFamily::from_kind(&kind),
         selected,
         k: profile

@@ -13,7 +13,7 @@ pub mod select;
 
 pub use apply::{
     PromptPart, Strengths, profile_plan, profile_policy, profile_route, profile_way, profile_words,
-    prompt_part_for, stored_profile,
+    prompt_part_for, stored_profile, with_prior,
 };
 pub use fit::PersonalDirection;
 pub use params::{DEFAULT_GAMMA, FitParams, LayerChoice, Mode, PairAnswers, Pooling, Route};

@@ -8,9 +8,9 @@
 //! output, teacher-forced, per token. Free text is scored by ROUGE, not by the likelihood: on LaMP-7
 //! the direction raised the likelihood of the users' tweets while its replies lost ROUGE
 //! (docs/evaluation.md, "SmolLM2-135M, LaMP-7"). The best way is kept when it beats the task
-//! family's reference way (chosen on the train split: `words@2` for labels, `none` otherwise) beyond
-//! the items' own noise; when every way scores the same, nothing is personalised; in between, the
-//! reference is used, and the policy says why. [`choose`] is that rule, pure;
+//! family's reference way (chosen on the train split: `words@2` for labels, `prior@1` for ratings,
+//! `none` for free text) beyond the items' own noise; when every way scores the same, nothing is
+//! personalised; in between, the reference is used, and the policy says why. [`choose`] is that rule, pure;
 //! [`Personalizer::choose_policy`] scores through the model.
 
 use serde::{Deserialize, Serialize};
@@ -48,9 +48,17 @@ pub enum Way {
     /// The real-answer contrast read at the output: a logit bias toward the tokens the user's answers
     /// use and the model's own do not ([`super::align::word_bias`]), times `strength`.
     Words {
-        /// Multiplies the bias.
+        /// Multiplies the bias (0: the prior alone, `prior@P`).
         strength: f32,
+        /// Multiplies the user's answer prior added to the bias ([`super::align::history_prior`]:
+        /// the log of how often their history answers each label); 0, the default, adds none.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        prior: f32,
     },
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 impl Way {
@@ -62,15 +70,30 @@ impl Way {
             Way::Retrieval => "retrieval".into(),
             Way::Align { gamma } => format!("align@{gamma}"),
             Way::InsightAlign { gamma } => format!("insight+align@{gamma}"),
-            Way::Words { strength } => format!("words@{strength}"),
+            Way::Words { strength, prior } if *prior == 0.0 => format!("words@{strength}"),
+            Way::Words { strength, prior } if *strength == 0.0 => format!("prior@{prior}"),
+            Way::Words { strength, prior } => format!("words@{strength}+prior@{prior}"),
         }
     }
 
-    /// The strength of the logit bias, for the `words` way.
+    /// The strength of the logit bias, for the `words` way (and `prior@P`, whose strength is 0).
     pub fn words(&self) -> Option<f32> {
         match self {
-            Way::Words { strength } => Some(*strength),
+            Way::Words { strength, .. } => Some(*strength),
             _ => None,
+        }
+    }
+
+    /// Whether the way reads the `words` bias its profile records (a `words` way of nonzero strength).
+    pub fn reads_words(&self) -> bool {
+        self.words().is_some_and(|s| s != 0.0)
+    }
+
+    /// The strength of the user's answer prior in the bias (0 for every way but `words` and `prior`).
+    pub fn prior(&self) -> f32 {
+        match self {
+            Way::Words { prior, .. } => *prior,
+            _ => 0.0,
         }
     }
 
@@ -96,9 +119,21 @@ impl Way {
 impl std::str::FromStr for Way {
     type Err = String;
 
-    /// `none`, `insight`, `retrieval`, `align@G`, `insight+align@G`, `words@S` (`@G` may be left
-    /// out: the default strength, [`super::DEFAULT_GAMMA`]; `@S`: 1).
+    /// `none`, `insight`, `retrieval`, `align@G`, `insight+align@G`, `words@S`, `prior@P`,
+    /// `words@S+prior@P` (`@G` may be left out: the default strength, [`super::DEFAULT_GAMMA`]; `@S`
+    /// and `@P`: 1).
     fn from_str(s: &str) -> Result<Way, String> {
+        if let Some((words, prior)) = s.split_once("+prior") {
+            let (Way::Words { strength, .. }, Way::Words { prior, .. }) = (
+                words.parse::<Way>()?,
+                format!("prior{prior}").parse::<Way>()?,
+            ) else {
+                return Err(format!(
+                    "`{s}` is not a way: only `words@S` takes `+prior@P`"
+                ));
+            };
+            return Ok(Way::Words { strength, prior });
+        }
         let (head, given) = match s.split_once('@') {
             Some((h, g)) => (
                 h,
@@ -120,9 +155,15 @@ impl std::str::FromStr for Way {
             "insight+align" => Ok(Way::InsightAlign { gamma }),
             "words" => Ok(Way::Words {
                 strength: given.unwrap_or(1.0),
+                prior: 0.0,
+            }),
+            "prior" => Ok(Way::Words {
+                strength: 0.0,
+                prior: given.unwrap_or(1.0),
             }),
             _ => Err(format!(
-                "`{s}` is not a way: none, insight, retrieval, align@G, insight+align@G, words@S"
+                "`{s}` is not a way: none, insight, retrieval, align@G, insight+align@G, words@S, \
+                 prior@P, words@S+prior@P"
             )),
         }
     }
@@ -139,9 +180,12 @@ pub struct PolicyParams {
     pub candidates: Vec<Way>,
     /// The reference of label tasks: the way a user of a label task is answered unless another way
     /// beats it beyond the held-out items' noise, and when too few items are held out to tell. For
-    /// ratings and free text the reference is `none`. Not part of what is scored, so a cached
-    /// policy can be decided again under another reference ([`Policy::decide`]).
+    /// free text the reference is `none`. Not part of what is scored, so a cached policy can be
+    /// decided again under another reference ([`Policy::decide`]).
     pub label_reference: Way,
+    /// The reference of rating tasks, as [`PolicyParams::label_reference`] is of label tasks.
+    #[serde(default = "no_way")]
+    pub rating_reference: Way,
     /// Label tasks keep their reference whatever the held-out scores say (but `none` when every way
     /// scores the same; an `auto` fit whose reference is a `words` way with no bias answers `none`):
     /// on the train split no choice made on five held-out labels beat it (docs/evaluation.md).
@@ -153,14 +197,23 @@ impl PolicyParams {
     pub fn reference(&self, family: TaskFamily) -> Way {
         match family {
             TaskFamily::Classification => self.label_reference,
-            TaskFamily::Rating | TaskFamily::FreeText => Way::None,
+            TaskFamily::Rating => self.rating_reference,
+            TaskFamily::FreeText => Way::None,
         }
     }
+}
+
+fn no_way() -> Way {
+    Way::None
 }
 
 /// The strength of label tasks' reference way, `words@2` (docs/evaluation.md: chosen on the train
 /// split); `eval`'s `words` methods use it by default.
 pub const LABEL_REFERENCE_STRENGTH: f32 = 2.0;
+
+/// The strength of rating tasks' reference way, `prior@1`: the user's own scores as a prior
+/// (docs/evaluation.md: chosen on the train split).
+pub const RATING_REFERENCE_PRIOR: f32 = 1.0;
 
 /// The candidate set and references of `fit --route auto` (docs/evaluation.md: chosen on the train
 /// split).
@@ -176,12 +229,34 @@ pub fn default_policy_params(gamma: f32) -> PolicyParams {
             Way::Align { gamma },
             Way::Align { gamma: 2.0 * gamma },
             Way::InsightAlign { gamma },
-            Way::Words { strength: 1.0 },
-            Way::Words { strength: 2.0 },
-            Way::Words { strength: 4.0 },
+            Way::Words {
+                strength: 1.0,
+                prior: 0.0,
+            },
+            Way::Words {
+                strength: 2.0,
+                prior: 0.0,
+            },
+            Way::Words {
+                strength: 4.0,
+                prior: 0.0,
+            },
+            Way::Words {
+                strength: 0.0,
+                prior: 1.0,
+            },
+            Way::Words {
+                strength: 0.0,
+                prior: 2.0,
+            },
         ],
         label_reference: Way::Words {
             strength: LABEL_REFERENCE_STRENGTH,
+            prior: 0.0,
+        },
+        rating_reference: Way::Words {
+            strength: 0.0,
+            prior: RATING_REFERENCE_PRIOR,
         },
         label_keeps_reference: true,
     }
@@ -499,6 +574,22 @@ impl Personalizer<'_> {
         params: &FitParams,
         policy: &PolicyParams,
     ) -> Result<Policy, PersonalizeError> {
+        self.choose_policy_with(name, params, policy, &[])
+    }
+
+    /// [`Self::choose_policy`], taking the scores in `known` (of the same user, fit and held-out
+    /// items, as an earlier choice among fewer candidates made them) instead of scoring those ways
+    /// again: scoring is deterministic, so only the ways added since are read through the model.
+    ///
+    /// # Errors
+    /// See [`PersonalizeError`].
+    pub fn choose_policy_with(
+        &mut self,
+        name: &str,
+        params: &FitParams,
+        policy: &PolicyParams,
+        known: &[CandidateScore],
+    ) -> Result<Policy, PersonalizeError> {
         let user = self.store.require_user(name)?;
         let history = self.store.history(user.id)?;
         let family = TaskFamily::from_kind(&super::pipeline::dominant_kind(&history));
@@ -515,7 +606,7 @@ impl Personalizer<'_> {
             ));
         }
         self.hold_out = held_out;
-        let result = self.score_candidates(name, &history, held_out, params, policy);
+        let result = self.score_candidates(name, &history, held_out, params, policy, known);
         // whatever happened, later fits see the whole history, no edit and no bias
         self.hold_out = 0;
         self.bias.clear();
@@ -582,7 +673,7 @@ impl Personalizer<'_> {
             ))
         };
         let direction = policy.way.gamma().is_some();
-        let fitted = if direction || policy.way.words().is_some() {
+        let fitted = if direction || policy.way.reads_words() {
             self.fit_contrasts(owner.clone(), users, &align_params, direction)
         } else {
             prompt_only(self)
@@ -592,12 +683,21 @@ impl Personalizer<'_> {
             // the model answers as the user everywhere: no direction and no bias, only the prompt
             // ways; a `words` way (the label tasks' reference, say) has nothing to bias
             Err(PersonalizeError::TooFewContrasts { .. }) if !direction => {
-                if policy.way.words().is_some() {
+                if policy.way.reads_words() {
+                    // what is left of the way without the contrast's bias: its prior, if any
+                    let left = match policy.way.prior() {
+                        0.0 => Way::None,
+                        prior => Way::Words {
+                            strength: 0.0,
+                            prior,
+                        },
+                    };
                     policy.fallback = Some(format!(
-                        "`{}` has no bias: the model already answers as the user; `none`",
-                        policy.way.name()
+                        "`{}` has no bias: the model already answers as the user; `{}`",
+                        policy.way.name(),
+                        left.name()
                     ));
-                    policy.way = Way::None;
+                    policy.way = left;
                 }
                 prompt_only(self)?
             }
@@ -628,6 +728,7 @@ impl Personalizer<'_> {
         held_out: usize,
         params: &FitParams,
         policy: &PolicyParams,
+        known: &[CandidateScore],
     ) -> Result<Vec<CandidateScore>, PersonalizeError> {
         let align_params = FitParams {
             route: Route::Align,
@@ -637,10 +738,16 @@ impl Personalizer<'_> {
         let material = self.material(name, &align_params)?;
         let fit_items = &history[..history.len() - held_out];
         let tests = &history[history.len() - held_out..];
+        let known_score = |way: Way| {
+            known
+                .iter()
+                .find(|k| k.way == way && k.per_item.len() == held_out)
+        };
         let profile: Option<Profile> = if policy
             .candidates
             .iter()
-            .any(|w| w.gamma().is_some() || w.words().is_some())
+            .filter(|w| known_score(**w).is_none())
+            .any(|w| w.gamma().is_some() || w.reads_words())
         {
             let user = self.store.require_user(name)?;
             match self.fit_unsaved(Owner::User(name.to_string()), &[user], &align_params) {
@@ -668,10 +775,15 @@ impl Personalizer<'_> {
                 .total_cmp(&gamma(b))
                 .then(a.retrieval().cmp(&b.retrieval()))
         });
+        let prior_empty = super::align::history_prior(self.model, fit_items)?.is_empty();
         let mut plans: Vec<(f32, std::sync::Arc<crate::steer::EditPlan>)> = Vec::new();
         let mut out: Vec<Option<CandidateScore>> = vec![None; policy.candidates.len()];
         for i in order {
             let way = policy.candidates[i];
+            if let Some(k) = known_score(way) {
+                out[i] = Some(k.clone());
+                continue;
+            }
             let plan = match (way.gamma(), &profile) {
                 (None, _) => None,
                 (Some(gamma), Some(p)) => {
@@ -692,12 +804,17 @@ impl Personalizer<'_> {
                 // no direction could be fitted: the way cannot be scored
                 (Some(_), None) => continue,
             };
-            self.bias = match (way.words(), &profile) {
-                (None, _) => Vec::new(),
-                (Some(strength), Some(p)) => super::apply::profile_words(p, strength),
+            if way.prior() != 0.0 && prior_empty {
+                // nothing repeats in the user's answers (free text): the way is `none`'s twin
+                continue;
+            }
+            let words = match (way.reads_words(), &profile) {
+                (false, _) => Vec::new(),
+                (true, Some(p)) => super::apply::profile_words(p, way.words().unwrap_or(0.0)),
                 // no contrast to read the user's words from
-                (Some(_), None) => continue,
+                (true, None) => continue,
             };
+            self.bias = super::apply::with_prior(self.model, words, way.prior(), fit_items)?;
             self.set_plan(plan)?;
             let mut per_item = Vec::with_capacity(tests.len());
             let mut metric = Vec::with_capacity(tests.len());
@@ -783,13 +900,19 @@ mod tests {
         let none = labelled(Way::None, &[0.0, 0.0, 1.0, 0.0, 0.0], &ll);
         // the metric decides first: two answers more than `none` and none fewer
         let two = labelled(
-            Way::Words { strength: 2.0 },
+            Way::Words {
+                strength: 2.0,
+                prior: 0.0,
+            },
             &[1.0, 1.0, 1.0, 0.0, 0.0],
             &[-1.5; 5],
         );
         assert_eq!(
             choose(&[none.clone(), two], Way::None).0,
-            Way::Words { strength: 2.0 }
+            Way::Words {
+                strength: 2.0,
+                prior: 0.0
+            }
         );
         // one answer more is one lucky item among many candidates: none, and why
         let one = labelled(Way::Retrieval, &[1.0, 0.0, 1.0, 0.0, 0.0], &ll);
@@ -830,7 +953,10 @@ mod tests {
 
     #[test]
     fn another_reference_is_kept_unless_beaten_beyond_the_noise() {
-        let words = Way::Words { strength: 2.0 };
+        let words = Way::Words {
+            strength: 2.0,
+            prior: 0.0,
+        };
         let ll = [-1.0; 5];
         let none = labelled(Way::None, &[0.0, 0.0, 1.0, 0.0, 0.0], &ll);
         let reference = labelled(words, &[0.0, 1.0, 0.0, 0.0, 0.0], &ll);
@@ -864,7 +990,10 @@ mod tests {
 
     #[test]
     fn label_tasks_keep_their_reference() {
-        let words = Way::Words { strength: 2.0 };
+        let words = Way::Words {
+            strength: 2.0,
+            prior: 0.0,
+        };
         let ll = [-1.0; 5];
         let none = labelled(Way::None, &[1.0, 1.0, 1.0, 0.0, 1.0], &ll);
         let reference = labelled(words, &[0.0, 1.0, 0.0, 0.0, 0.0], &ll);
@@ -907,7 +1036,8 @@ mod tests {
         );
         assert_eq!(params.reference(TaskFamily::FreeText), Way::None);
         let few = Policy::decide(TaskFamily::Rating, 5, 1, Vec::new(), &params);
-        assert_eq!(few.way, Way::None);
+        assert_eq!(few.way, params.rating_reference);
+        assert_eq!(few.way.name(), "prior@1");
         assert!(few.fallback.unwrap().contains("too few"));
         let few = Policy::decide(TaskFamily::Classification, 5, 1, Vec::new(), &params);
         assert_eq!(few.way, params.label_reference);
@@ -949,10 +1079,29 @@ mod tests {
             "align@0.5",
             "insight+align@2",
             "words@4",
+            "prior@1",
+            "words@2+prior@0.5",
         ] {
             let w: Way = s.parse().unwrap();
             assert_eq!(w.name(), s);
         }
+        assert!("align@1+prior@1".parse::<Way>().is_err());
+        assert!("words@2+prior@x".parse::<Way>().is_err());
+        // a way stored before the prior existed reads back with none, and one without a prior is
+        // stored as it was (cached answers are keyed by it)
+        let old: Way =
+            serde_json::from_value(serde_json::json!({"way": "words", "strength": 2.0})).unwrap();
+        assert_eq!(
+            old,
+            Way::Words {
+                strength: 2.0,
+                prior: 0.0
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(old).unwrap(),
+            serde_json::json!({"way": "words", "strength": 2.0})
+        );
         assert_eq!(
             "align".parse::<Way>().unwrap(),
             Way::Align {
@@ -964,7 +1113,10 @@ mod tests {
         assert!("words@inf".parse::<Way>().is_err());
         assert_eq!(
             "words".parse::<Way>().unwrap(),
-            Way::Words { strength: 1.0 }
+            Way::Words {
+                strength: 1.0,
+                prior: 0.0
+            }
         );
         let json = serde_json::to_value(Way::InsightAlign { gamma: 2.0 }).unwrap();
         assert_eq!(

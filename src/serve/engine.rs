@@ -470,7 +470,7 @@ fn admit(
                 let p = profile_plan(&profile, &Strengths::default())?;
                 applied.profile = true;
                 applied.edit = !p.is_empty();
-                part = prompt_part_for(store, name, &profile, None)?;
+                part = prompt_part_for(store, model, name, &profile, None)?;
                 applied.way = part.as_ref().map(|p| p.way().name());
                 plan = Arc::new(p);
             }
