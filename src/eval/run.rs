@@ -38,6 +38,8 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+mod policy;
+
 use super::baseline::no_model_answer;
 use super::lamp::{LampError, LampSet, Question, Task, TaskKind};
 use super::method::donors;
@@ -47,12 +49,10 @@ use super::prompts::history_prompt;
 use super::report::{EvalReport, MethodRow, Prediction, compare_with_instruct, invalid_answers};
 use crate::llm::{Context, ContextParams, GenerateOptions, LlmError, Model, Token};
 use crate::personalize::policy::{UserContext, way_prompt};
-use crate::personalize::prompts::{
-    PROMPT_VERSION, TaskFamily, clip_chars, personalised_instruction,
-};
+use crate::personalize::prompts::{PROMPT_VERSION, clip_chars, personalised_instruction};
 use crate::personalize::{
-    FIT_VERSION, FitParams, LayerChoice, Material, Mode, PersonalizeError, Personalizer, Policy,
-    Route, Strengths, Way, default_policy_params, profile_plan, user_prompt,
+    FIT_VERSION, FitParams, LayerChoice, Material, Mode, PersonalizeError, Personalizer, Route,
+    Strengths, Way, profile_plan, user_prompt,
 };
 use crate::steer::EditPlan;
 use crate::store::{
@@ -917,82 +917,6 @@ impl<'a> Evaluator<'a> {
             ) => Ok(None),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// `name`'s policy for `auto`: its scores are stored like an answer, under a key of what decides
-    /// them (the scope, the fit parameters, the candidates; the user as the "question"), so a re-run
-    /// or a sweep of other methods does not score them again; the way is decided from them under the
-    /// current references ([`Policy::decide`]), which are not part of the key.
-    fn policy(&mut self, ask: &Ask<'_>, name: &str) -> Result<Policy, EvalError> {
-        let params = default_policy_params(ask.align_fit.gamma);
-        // what the scores depend on, in the shape the key had before the references existed (its
-        // `default` was `none`), so that scores stored then are found
-        let key_of = |candidates: &[Way]| {
-            let scored = serde_json::json!({
-                "held_out": params.held_out,
-                "min_fit": params.min_fit,
-                "candidates": candidates,
-                "default": Way::None,
-            });
-            let doc = serde_json::json!({
-                "common": ask.common,
-                "policy": scored,
-                "fit": ask.align_fit,
-                "fit_version": FIT_VERSION,
-            });
-            format!(
-                "policy/{}",
-                crate::digest::hex(&Sha256::digest(doc.to_string().as_bytes()))
-            )
-        };
-        let key = key_of(&params.candidates);
-        if let Some(stored) = self.store.eval_answer(&key, name)?
-            && let Ok(policy) = serde_json::from_str::<Policy>(&stored.raw)
-        {
-            let family = policy.family.unwrap_or(match ask.task.kind() {
-                TaskKind::Classification => TaskFamily::Classification,
-                TaskKind::Rating => TaskFamily::Rating,
-                TaskKind::Generation => TaskFamily::FreeText,
-            });
-            // the history's length is only named in a too-few report; the store knows it
-            let history = match self.store.user(name)? {
-                Some(u) => self.store.history(u.id)?.len(),
-                None => 0,
-            };
-            return Ok(Policy::decide(
-                family,
-                history,
-                policy.held_out,
-                policy.scores,
-                &params,
-            ));
-        }
-        // the ways with a prior came later: scores stored among the candidates before them are
-        // reused, and only the new ways are read
-        let before: Vec<Way> = params
-            .candidates
-            .iter()
-            .copied()
-            .filter(|w| w.prior() == 0.0)
-            .collect();
-        let known = match self.store.eval_answer(&key_of(&before), name)? {
-            Some(stored) if before.len() < params.candidates.len() => {
-                serde_json::from_str::<Policy>(&stored.raw)
-                    .map(|p| p.scores)
-                    .unwrap_or_default()
-            }
-            _ => Vec::new(),
-        };
-        let t = Instant::now();
-        let policy = self
-            .personalizer
-            .choose_policy_with(name, ask.align_fit, &params, &known)?;
-        let answer = EvalAnswer {
-            raw: serde_json::to_string(&policy).expect("a policy serialises"),
-            seconds: t.elapsed().as_secs_f64(),
-        };
-        self.store.put_eval_answer(&key, name, &answer)?;
-        Ok(policy)
     }
 
     /// The group profile: `group_size` users of the group split, drawn with the seed.
