@@ -536,7 +536,7 @@ impl<'a> Evaluator<'a> {
                             edit,
                             words: way
                                 .words()
-                                .filter(|&s| s != 0.0)
+                                .filter(|_| way.reads_words())
                                 .and_then(|s| align_profile.as_ref().map(|p| (p, s))),
                             prior: (way.prior() != 0.0)
                                 .then_some((history.as_slice(), way.prior())),

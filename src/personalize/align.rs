@@ -165,14 +165,14 @@ pub fn history_prior(
         return Ok(Vec::new());
     }
     let labels = prompts::labels_for_kind(&kind);
+    let first = |text: &str| -> Result<Option<Token>, crate::llm::LlmError> {
+        Ok(model.tokenize(text, false, false)?.first().copied())
+    };
     let mut answers = Vec::with_capacity(history.len());
     for h in history.iter().filter(|h| h.task == kind) {
         let a = prompts::pair_answer(family, labels, &h.output);
         let a = a.trim();
         if !a.is_empty() {
-            let first = |text: &str| -> Result<Option<Token>, crate::llm::LlmError> {
-                Ok(model.tokenize(text, false, false)?.first().copied())
-            };
             answers.push(
                 [first(a)?, first(&format!(" {a}"))?]
                     .into_iter()
@@ -184,10 +184,11 @@ pub fn history_prior(
     Ok(answer_prior(&answers))
 }
 
-/// `a + b` token by token, in token order.
-pub fn add_bias(a: &[(Token, f32)], b: &[(Token, f32)]) -> Vec<(Token, f32)> {
+/// `a + scale * b` token by token, in token order (tokens whose sum is 0 left out).
+pub fn add_bias(a: &[(Token, f32)], b: &[(Token, f32)], scale: f32) -> Vec<(Token, f32)> {
     let mut sum: std::collections::BTreeMap<Token, f32> = std::collections::BTreeMap::new();
-    for &(t, v) in a.iter().chain(b) {
+    let scaled = b.iter().map(|&(t, v)| (t, v * scale));
+    for (t, v) in a.iter().copied().chain(scaled) {
         *sum.entry(t).or_default() += v;
     }
     sum.into_iter().filter(|(_, v)| *v != 0.0).collect()
@@ -606,7 +607,7 @@ mod tests {
         assert!((prior[0].1 - 4f32.ln()).abs() < 1e-6 && prior[0].0 == 4);
         assert!((prior[1].1 - 2f32.ln()).abs() < 1e-6 && prior[1].0 == 6);
         assert!(answer_prior::<Vec<Token>>(&[]).is_empty());
-        let sum = add_bias(&[(1, 0.5), (2, 1.0)], &[(2, -1.0), (3, 2.0)]);
+        let sum = add_bias(&[(1, 0.5), (2, 1.0)], &[(2, -0.5), (3, 1.0)], 2.0);
         assert_eq!(sum, [(1, 0.5), (3, 2.0)], "a zero sum is left out");
     }
 

@@ -50,11 +50,8 @@ pub fn with_prior(
     if strength == 0.0 {
         return Ok(bias);
     }
-    let prior: Vec<(Token, f32)> = super::align::history_prior(model, history)?
-        .into_iter()
-        .map(|(t, b)| (t, b * strength))
-        .collect();
-    Ok(super::align::add_bias(&bias, &prior))
+    let prior = super::align::history_prior(model, history)?;
+    Ok(super::align::add_bias(&bias, &prior, strength))
 }
 
 /// The policy an `auto` profile records, if any.

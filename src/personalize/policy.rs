@@ -10,8 +10,8 @@
 //! (docs/evaluation.md, "SmolLM2-135M, LaMP-7"). The best way is kept when it beats the task
 //! family's reference way (chosen on the train split: `words@2` for labels, `prior@1` for ratings,
 //! `none` for free text) beyond the items' own noise; when every way scores the same, nothing is
-//! personalised; in between, the reference is used, and the policy says why. [`choose`] is that rule, pure;
-//! [`Personalizer::choose_policy`] scores through the model.
+//! personalised; in between, the reference is used, and the policy says why. [`choose`] is that
+//! rule, pure; [`Personalizer::choose_policy`] scores through the model.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,10 +26,11 @@ use crate::retrieval::{Bm25, bm25_tokens};
 use crate::store::{HistoryItem, Owner, Profile, User, unix_now};
 
 /// A way of answering for one user.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "way", rename_all = "kebab-case")]
 pub enum Way {
     /// No personalisation: the selected history and the request, as `instruct`.
+    #[default]
     None,
     /// The personal insight before the request.
     Insight,
@@ -62,7 +63,8 @@ fn is_zero(x: &f32) -> bool {
 }
 
 impl Way {
-    /// A short name for reports: `none`, `insight`, `retrieval`, `align@1`, `insight+align@1`.
+    /// A short name for reports: `none`, `insight`, `retrieval`, `align@1`, `insight+align@1`,
+    /// `words@2`, `prior@1`, `words@2+prior@1`.
     pub fn name(&self) -> String {
         match self {
             Way::None => "none".into(),
@@ -184,7 +186,7 @@ pub struct PolicyParams {
     /// decided again under another reference ([`Policy::decide`]).
     pub label_reference: Way,
     /// The reference of rating tasks, as [`PolicyParams::label_reference`] is of label tasks.
-    #[serde(default = "no_way")]
+    #[serde(default)]
     pub rating_reference: Way,
     /// Label tasks keep their reference whatever the held-out scores say (but `none` when every way
     /// scores the same; an `auto` fit whose reference is a `words` way with no bias answers `none`):
@@ -201,10 +203,6 @@ impl PolicyParams {
             TaskFamily::FreeText => Way::None,
         }
     }
-}
-
-fn no_way() -> Way {
-    Way::None
 }
 
 /// The strength of label tasks' reference way, `words@2` (docs/evaluation.md: chosen on the train
@@ -775,7 +773,8 @@ impl Personalizer<'_> {
                 .total_cmp(&gamma(b))
                 .then(a.retrieval().cmp(&b.retrieval()))
         });
-        let prior_empty = super::align::history_prior(self.model, fit_items)?.is_empty();
+        // the prior of the items fitted on, read once for every way that adds it
+        let prior = super::align::history_prior(self.model, fit_items)?;
         let mut plans: Vec<(f32, std::sync::Arc<crate::steer::EditPlan>)> = Vec::new();
         let mut out: Vec<Option<CandidateScore>> = vec![None; policy.candidates.len()];
         for i in order {
@@ -804,7 +803,7 @@ impl Personalizer<'_> {
                 // no direction could be fitted: the way cannot be scored
                 (Some(_), None) => continue,
             };
-            if way.prior() != 0.0 && prior_empty {
+            if way.prior() != 0.0 && prior.is_empty() {
                 // nothing repeats in the user's answers (free text): the way is `none`'s twin
                 continue;
             }
@@ -814,7 +813,7 @@ impl Personalizer<'_> {
                 // no contrast to read the user's words from
                 (true, None) => continue,
             };
-            self.bias = super::apply::with_prior(self.model, words, way.prior(), fit_items)?;
+            self.bias = super::align::add_bias(&words, &prior, way.prior());
             self.set_plan(plan)?;
             let mut per_item = Vec::with_capacity(tests.len());
             let mut metric = Vec::with_capacity(tests.len());
