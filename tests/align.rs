@@ -285,6 +285,25 @@ fn fit_route_align_stores_a_profile_that_generate_applies() {
     // the fixture's history is free text (no task named), where answers are not counted: the
     // `prior` way answers as `none`
     assert_eq!(ask(&["--way", "prior@20"]), ask(&["--way", "none"]));
+    // ... and the `labels` way has no answers to choose among
+    let refused = run(
+        &db,
+        &[
+            "generate",
+            "--prompt",
+            "Which tag fits Alien (1979)?",
+            "--user",
+            "tagger",
+            "--way",
+            "labels@1",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--way none"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     let out = dir.path().join("cv.gguf");
     ok(run(
@@ -489,4 +508,120 @@ fn the_answer_prior_counts_the_first_token_of_each_label() {
     assert!(prior.len() <= 6, "first tokens only: {prior:?}");
     let text = items("general", "writer", &["sci-fi", "sci-fi"]);
     assert!(history_prior(&m, &text).unwrap().is_empty());
+}
+
+/// The `labels` way answers with one of the user's own answers: the one whose tokens the model finds
+/// likeliest after the prompt (each score the summed teacher-forced log-probability that
+/// `score_after_prefix` gives), plus the counts' prior, so that a large prior gives the user's most
+/// frequent answer. `generate --way labels@P` prints that answer; a user whose answers do not repeat
+/// (free text) has none to choose among, which is a clear error.
+#[test]
+fn the_labels_way_chooses_among_the_users_own_answers() {
+    use chameleon::personalize::labels::{choose, user_labels};
+
+    let dir = tempfile::tempdir().unwrap();
+    let tags = [
+        "dark comedy",
+        "dark comedy",
+        "psychology",
+        "dark comedy",
+        "romance",
+        "dark comedy",
+        "psychology",
+        "dark comedy",
+    ];
+    let films = dir.path().join("films.jsonl");
+    let lines: Vec<String> = tags
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({
+                "input": format!("Film {i}: two neighbours keep winning the same raffle."),
+                "output": t,
+                "task": "lamp-2-movie-tag",
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&films, lines.join("\n")).unwrap();
+    let db = dir.path().join("c.db");
+    ok(run(&db, &["user", "add", "ed"]));
+    ok(run(
+        &db,
+        &["history", "import", "--user", "ed", films.to_str().unwrap()],
+    ));
+    let store = Store::open(&db).unwrap();
+    let history = store.history(store.require_user("ed").unwrap().id).unwrap();
+    let labels = user_labels(&history);
+    let expected = [("dark comedy", 5), ("psychology", 2), ("romance", 1)];
+    assert_eq!(
+        labels,
+        expected.map(|(l, n)| (l.to_string(), n)),
+        "most frequent first"
+    );
+
+    let m = Model::load(&common::smollm(), &Default::default()).unwrap();
+    let mut c = ctx(&m);
+    let prompt = m
+        .chat_prompt(
+            None,
+            "Which tag does this movie relate to? tags: [dark comedy, psychology, romance] \
+             description: A lonely lighthouse keeper falls for the voice on the radio.",
+        )
+        .unwrap();
+    let tokens = c.tokenize_prompt(&prompt).unwrap();
+    c.clear();
+    let (chosen, scores) = choose(&mut c, &m, &tokens, &labels, 0.0, None).unwrap();
+    assert_eq!(scores.len(), 3);
+    assert_eq!(c.n_past(), 0, "the cache is left as it was");
+    for ((label, _), s) in labels.iter().zip(&scores) {
+        let t = m.tokenize(label, false, false).unwrap();
+        let lp = c.score_after_prefix(&tokens, &t, &[]).unwrap();
+        let sum: f64 = lp.iter().map(|&x| f64::from(x)).sum();
+        assert!(*s < 0.0 && (sum - s).abs() < 1e-3, "{label}: {s} vs {sum}");
+    }
+    let best = (0..3)
+        .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+        .unwrap();
+    assert_eq!(chosen.as_deref(), Some(labels[best].0.as_str()));
+    let (counted, _) = choose(&mut c, &m, &tokens, &labels, 50.0, None).unwrap();
+    assert_eq!(counted.as_deref(), Some("dark comedy"));
+
+    // through the binary, on a real-answer profile
+    let fit = [
+        "fit",
+        "--user",
+        "ed",
+        "--route",
+        "align",
+        "--k",
+        "4",
+        "--insight-tokens",
+        "16",
+        "--answer-tokens",
+        "8",
+        "--layers",
+        "mid:1",
+    ];
+    ok(run(&db, &fit));
+    let ask = |way: &str| {
+        run(
+            &db,
+            &[
+                "generate",
+                "--user",
+                "ed",
+                "--way",
+                way,
+                "--prompt",
+                "Which tag fits a film about a dentist who hates smiling?",
+            ],
+        )
+    };
+    assert_eq!(ok(ask("labels@50")).trim(), "dark comedy");
+    let free = ok(ask("labels@0"));
+    assert!(
+        expected.iter().any(|(l, _)| free.trim() == *l),
+        "{free:?} is not one of the user's answers"
+    );
 }

@@ -10,7 +10,7 @@ const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/lamp/tiny_lamp2"
 );
-const METHODS: [&str; 14] = [
+const METHODS: [&str; 15] = [
     "instruct",
     "history-prompt",
     "insight-prompt",
@@ -23,6 +23,7 @@ const METHODS: [&str; 14] = [
     "null-edit",
     "align",
     "align-other-user",
+    "labels",
     "auto",
     "no-model",
 ];
@@ -134,6 +135,7 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
             "history-prompt",
             "insight-prompt",
             "no-model",
+            "labels",
             "auto",
         ]
         .contains(&method)
@@ -203,6 +205,12 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
             .collect();
         assert!(tags.contains(&&p["answer"]), "{p} not one of {tags:?}");
         assert_eq!(p["seconds"], 0.0, "{p}");
+        // `labels` answers with one of the user's own tags too, chosen by the model
+        let l = preds
+            .iter()
+            .find(|p| p["method"] == "labels" && p["id"] == q["id"])
+            .unwrap();
+        assert!(tags.contains(&&l["answer"]), "{l} not one of {tags:?}");
     }
 
     // the edit changes answers: some edited answer differs from its unedited one

@@ -357,6 +357,24 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
         bias_until_used: true,
         ..args.sampling.options()
     };
+    // the `labels` way answers with one of the user's own answers, chosen, not generated
+    let choose = |ctx: &mut crate::llm::Context<'_>| -> anyhow::Result<Option<String>> {
+        let Some((labels, prior)) = part.as_ref().and_then(|p| p.labels()) else {
+            return Ok(None);
+        };
+        if labels.is_empty() {
+            anyhow::bail!(
+                "the way `{}` chooses among the answers of the user's history, and it has none; \
+                 try `--way none`",
+                part.as_ref().map(|p| p.way().name()).unwrap_or_default()
+            );
+        }
+        let tokens = ctx.tokenize_prompt(&prompt)?;
+        ctx.clear();
+        let (chosen, _) =
+            crate::personalize::labels::choose(ctx, &model, &tokens, labels, prior, None)?;
+        Ok(chosen)
+    };
     if args.compare {
         if edit.is_none() && part.is_none() {
             anyhow::bail!("`--compare` needs a profile (`--user NAME` or `--profile group:NAME`)");
@@ -366,13 +384,16 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
         if let Some(edit) = &edit {
             edit.install(&mut ctx)?;
         }
-        let edited = ctx.generate(&prompt, &personal_opts, |_| {})?;
+        let edited = match choose(&mut ctx)? {
+            Some(label) => label,
+            None => ctx.generate(&prompt, &personal_opts, |_| {})?.text,
+        };
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
             "--- without profile\n{}\n--- with profile\n{}",
             plain.text.trim(),
-            edited.text.trim()
+            edited.trim()
         )?;
         return Ok(());
     }
@@ -380,6 +401,10 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
         edit.install(&mut ctx)?;
     }
     let mut out = std::io::stdout().lock();
+    if let Some(label) = choose(&mut ctx)? {
+        writeln!(out, "{label}")?;
+        return Ok(());
+    }
     let mut io_err = None;
     ctx.generate(&prompt, &personal_opts, |piece| {
         if io_err.is_none()

@@ -41,6 +41,10 @@ pub enum Method {
     Words,
     /// Control for `words`: each user answered with the next aligned user's bias (and prior).
     WordsOtherUser,
+    /// The user's `labels` way alone (labels and ratings): `instruct`'s prompt, and the answer the one
+    /// of the user's own history answers that the model finds likeliest, plus `--prior-strength`
+    /// times the log of how often the user gave it (`labels@P`; nothing generated).
+    Labels,
     /// Each user answered the way their own policy says (`fit --route auto`): chosen on their newest
     /// history items held out, among no personalisation, the insight or retrieved history in the
     /// prompt, the real-answer direction at a few strengths, prompt and direction, the user's words
@@ -53,7 +57,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 16] = [
+    pub const ALL: [Method; 17] = [
         Method::Instruct,
         Method::HistoryPrompt,
         Method::InsightPrompt,
@@ -68,6 +72,7 @@ impl Method {
         Method::AlignOtherUser,
         Method::Words,
         Method::WordsOtherUser,
+        Method::Labels,
         Method::Auto,
         Method::NoModel,
     ];
@@ -89,6 +94,7 @@ impl Method {
             Method::AlignOtherUser => "align-other-user",
             Method::Words => "words",
             Method::WordsOtherUser => "words-other-user",
+            Method::Labels => "labels",
             Method::Auto => "auto",
             Method::NoModel => "no-model",
         }
@@ -102,6 +108,7 @@ impl Method {
                 | Method::HistoryPrompt
                 | Method::InsightPrompt
                 | Method::NoModel
+                | Method::Labels
                 | Method::Auto
         )
     }

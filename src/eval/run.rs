@@ -211,6 +211,8 @@ struct Answering<'h> {
     words: Option<(&'h Profile, f32)>,
     /// A history whose answer prior is added to the bias, and its strength.
     prior: Option<(&'h [HistoryItem], f32)>,
+    /// The answers the `labels` way chooses among, and the weight of their counts.
+    labels: Option<(&'h [(String, usize)], f32)>,
     way: Option<Way>,
     history: &'h [HistoryItem],
 }
@@ -471,6 +473,19 @@ impl<'a> Evaluator<'a> {
                 ) {
                     continue;
                 }
+                if method == Method::Labels {
+                    let history = self
+                        .store
+                        .history(self.store.require_user(&user.name)?.id)?;
+                    let labels = crate::personalize::labels::user_labels(&history);
+                    let out = predictions.get_mut(&method).expect("every method");
+                    let answering = Answering {
+                        labels: Some((labels.as_slice(), opts.prior_strength)),
+                        ..Default::default()
+                    };
+                    self.answer_user(&ask, method, user, material.as_ref(), answering, out)?;
+                    continue;
+                }
                 if method == Method::Words {
                     let words = align_profile.as_ref().map(|p| (p, opts.words_strength));
                     if words.is_none() {
@@ -531,8 +546,10 @@ impl<'a> Evaluator<'a> {
                         let history = self
                             .store
                             .history(self.store.require_user(&user.name)?.id)?;
+                        let labels = crate::personalize::labels::user_labels(&history);
                         let out = predictions.get_mut(&method).expect("every method");
                         let answering = Answering {
+                            labels: way.labels().map(|p| (labels.as_slice(), p)),
                             edit,
                             words: way
                                 .words()
@@ -550,7 +567,7 @@ impl<'a> Evaluator<'a> {
                     Method::OtherUser | Method::AlignOtherUser | Method::WordsOtherUser => {
                         unreachable!("answered after the users' own profiles")
                     }
-                    Method::Words => unreachable!("answered above"),
+                    Method::Words | Method::Labels => unreachable!("answered above"),
                     Method::POnly => user_profile
                         .as_ref()
                         .map(|p| (p, only(fit_params.alpha, 0.0))),
@@ -766,6 +783,15 @@ impl<'a> Evaluator<'a> {
                     "profile": edit.map(|(p, _)| p).or(words.map(|(p, _)| p)).map(profile_identity),
                 })),
             ),
+            (None, _, _) if answering.labels.is_some() => {
+                let p = answering.labels.map_or(0.0, |(_, p)| p);
+                run_key(
+                    ask.common,
+                    method,
+                    fit,
+                    Some(&serde_json::json!({ "labels": p })),
+                )
+            }
             (None, _, words) if words.is_some() || answering.prior.is_some() => {
                 let mut what = serde_json::json!({});
                 if let Some((p, strength)) = words {
@@ -803,8 +829,12 @@ impl<'a> Evaluator<'a> {
                     let (prefix, suffix) =
                         self.prompt(method, ask.task, ask.opts, material, q, &answering)?;
                     let t = Instant::now();
-                    let raw =
-                        self.answer(plan.as_ref(), &bias, &prefix, &suffix, ask.answer_tokens)?;
+                    let raw = match answering.labels {
+                        Some((labels, p)) => self.choose_label(&prefix, &suffix, labels, p)?,
+                        None => {
+                            self.answer(plan.as_ref(), &bias, &prefix, &suffix, ask.answer_tokens)?
+                        }
+                    };
                     let a = EvalAnswer {
                         raw,
                         seconds: t.elapsed().as_secs_f64(),
@@ -984,6 +1014,45 @@ impl<'a> Evaluator<'a> {
         Ok(user_prompt(self.model, m.family, &items, &after)?)
     }
 
+    /// The `labels@prior` answer to `prefix + suffix` (unedited; the prefix's KV cache reused as
+    /// [`Self::answer`] reuses it); empty when the user's history gives no answer to choose.
+    fn choose_label(
+        &mut self,
+        prefix: &str,
+        suffix: &str,
+        labels: &[(String, usize)],
+        prior: f32,
+    ) -> Result<String, EvalError> {
+        self.ctx.clear_plan();
+        let suffix_tokens = self.load(prefix, suffix)?;
+        let (chosen, _) = crate::personalize::labels::choose(
+            &mut self.ctx,
+            self.model,
+            &suffix_tokens,
+            labels,
+            prior,
+            None,
+        )?;
+        Ok(chosen.unwrap_or_default())
+    }
+
+    /// The suffix's tokens, with `prefix` in the KV cache (read only when it is not there already).
+    fn load(&mut self, prefix: &str, suffix: &str) -> Result<Vec<Token>, EvalError> {
+        let (prefix_tokens, suffix_tokens) = if prefix.is_empty() {
+            (Vec::new(), self.ctx.tokenize_prompt(suffix)?)
+        } else {
+            (
+                self.ctx.tokenize_prompt(prefix)?,
+                self.model.tokenize(suffix, false, true)?,
+            )
+        };
+        if self.loaded != prefix_tokens || self.ctx.n_past() != prefix_tokens.len() {
+            self.ctx.load_prefix(&prefix_tokens)?;
+            self.loaded = prefix_tokens;
+        }
+        Ok(suffix_tokens)
+    }
+
     /// Greedy answer to `prefix + suffix` under `plan`, reusing the prefix's KV cache when it is
     /// already loaded under the same plan.
     fn answer(
@@ -998,18 +1067,7 @@ impl<'a> Evaluator<'a> {
             Some(p) => self.ctx.set_plan(p.clone())?,
             None => self.ctx.clear_plan(),
         }
-        let (prefix_tokens, suffix_tokens) = if prefix.is_empty() {
-            (Vec::new(), self.ctx.tokenize_prompt(suffix)?)
-        } else {
-            (
-                self.ctx.tokenize_prompt(prefix)?,
-                self.model.tokenize(suffix, false, true)?,
-            )
-        };
-        if self.loaded != prefix_tokens || self.ctx.n_past() != prefix_tokens.len() {
-            self.ctx.load_prefix(&prefix_tokens)?;
-            self.loaded = prefix_tokens;
-        }
+        let suffix_tokens = self.load(prefix, suffix)?;
         let opts = GenerateOptions {
             max_tokens,
             logit_bias: bias.to_vec(),

@@ -694,6 +694,38 @@ impl<'m> Context<'m> {
         result
     }
 
+    /// Teacher-forced scores of several possible answers to one prompt: after the prefix already in
+    /// the KV cache, read `prompt` once, then each of `choices` after it, and return each choice's
+    /// summed `log p(choice[j] | prefix, prompt, choice[..j])` (natural log; how likely the model
+    /// makes the reply open with exactly that choice). The cache is restored to the prefix.
+    ///
+    /// # Errors
+    /// As [`Context::score_after_prefix`], for an empty `prompt` or a choice longer than a batch.
+    pub fn score_choices_after_prefix(
+        &mut self,
+        prompt: &[Token],
+        choices: &[Vec<Token>],
+    ) -> Result<Vec<f64>, LlmError> {
+        for c in choices {
+            self.check_scorable(prompt, c)?;
+        }
+        let keep = self.n_past;
+        let result = (|| {
+            self.eval(prompt, false)?;
+            let first = self.last_logits();
+            let after = self.n_past;
+            let mut out = Vec::with_capacity(choices.len());
+            for c in choices {
+                let lp = self.score_answer(&first, c, |_| Vec::new());
+                self.truncate(after);
+                out.push(lp?.iter().map(|&x| f64::from(x)).sum());
+            }
+            Ok(out)
+        })();
+        self.truncate(keep);
+        result
+    }
+
     /// Logits of the last token evaluated with an output.
     pub fn last_logits(&self) -> Vec<f32> {
         let n_vocab = self.model.info().n_vocab;

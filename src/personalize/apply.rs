@@ -274,6 +274,7 @@ pub struct PromptPart {
     history: Vec<HistoryItem>,
     k: usize,
     insight: String,
+    labels: Vec<(String, usize)>,
 }
 
 impl PromptPart {
@@ -294,8 +295,15 @@ impl PromptPart {
         self.way
     }
 
+    /// For the `labels` way, the answers of the user's history it chooses among (with their counts)
+    /// and the counts' weight ([`super::labels::choose`]); `None` for every other way.
+    pub fn labels(&self) -> Option<(&[(String, usize)], f32)> {
+        self.way.labels().map(|p| (self.labels.as_slice(), p))
+    }
+
     /// The logit bias of the way (`words`; empty for every other way), for
-    /// [`crate::llm::GenerateOptions::logit_bias`].
+    /// [`crate::llm::GenerateOptions::logit_bias`]. A `labels` way, where a reply is generated (chat,
+    /// the server), biases toward the user's answers as `prior@P` does.
     pub fn logit_bias(&self) -> Vec<(Token, f32)> {
         self.bias.clone()
     }
@@ -362,8 +370,19 @@ pub fn prompt_part_for(
         .words()
         .map(|s| profile_words(profile, s))
         .unwrap_or_default();
-    // the prior counts the history the store holds now, as retrieval reads it
-    let bias = with_prior(model, words, way.prior(), &history)?;
+    // the prior counts the history the store holds now, as retrieval reads it; a `labels` way that
+    // must generate (chat, the server) answers as its twin `prior@P`
+    let bias = with_prior(
+        model,
+        words,
+        way.prior() + way.labels().unwrap_or(0.0),
+        &history,
+    )?;
+    let labels = if way.labels().is_some() {
+        super::labels::user_labels(&history)
+    } else {
+        Vec::new()
+    };
     Ok(Some(PromptPart {
         way,
         bias,
@@ -381,5 +400,6 @@ pub fn prompt_part_for(
             .unwrap_or_default()
             .to_string(),
         history,
+        labels,
     }))
 }

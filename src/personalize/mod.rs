@@ -5,6 +5,7 @@
 pub mod align;
 pub mod apply;
 pub mod fit;
+pub mod labels;
 pub mod params;
 pub mod pipeline;
 pub mod policy;

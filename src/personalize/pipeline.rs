@@ -908,6 +908,31 @@ impl<'a> Personalizer<'a> {
         Ok((g.text, mean))
     }
 
+    /// The `labels@prior` answer to `suffix` after the loaded prefix ([`super::labels::choose`]), and
+    /// the mean per-token log-likelihood of `answer` teacher-forced after it, in one read of the
+    /// suffix; `None` when `labels` is empty.
+    pub(super) fn choose_and_score(
+        &mut self,
+        suffix: &str,
+        labels: &[(String, usize)],
+        prior: f32,
+        answer: &str,
+    ) -> Result<(Option<String>, f64), PersonalizeError> {
+        self.read_prefix_again()?;
+        let q = self.model.tokenize(suffix, false, true)?;
+        let a = self.model.tokenize(answer, false, false)?;
+        let (chosen, scores) =
+            super::labels::choose(&mut self.ctx, self.model, &q, labels, prior, Some(&a))?;
+        self.tokens.suffix += q.len();
+        self.tokens.captured += a.len();
+        self.tokens.prefix_without_reuse += self.prefix_len();
+        let mean = match (scores.last(), a.len()) {
+            (Some(s), n) if n > 0 => s / n as f64,
+            _ => 0.0,
+        };
+        Ok((chosen, mean))
+    }
+
     /// Greedy continuation of `suffix` after the loaded prefix, as generated (leading space kept).
     pub(super) fn generate_text(
         &mut self,

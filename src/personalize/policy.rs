@@ -56,6 +56,13 @@ pub enum Way {
         #[serde(default, skip_serializing_if = "is_zero")]
         prior: f32,
     },
+    /// One of the answers the user's history gives (labels, ratings), the one the model finds
+    /// likeliest plus `prior` times the log of how often the user gave it ([`super::labels`]);
+    /// nothing is generated.
+    Labels {
+        /// Weight of the user's counts against the model's log-probability.
+        prior: f32,
+    },
 }
 
 fn is_zero(x: &f32) -> bool {
@@ -64,7 +71,7 @@ fn is_zero(x: &f32) -> bool {
 
 impl Way {
     /// A short name for reports: `none`, `insight`, `retrieval`, `align@1`, `insight+align@1`,
-    /// `words@2`, `prior@1`, `words@2+prior@1`.
+    /// `words@2`, `prior@1`, `words@2+prior@1`, `labels@1`.
     pub fn name(&self) -> String {
         match self {
             Way::None => "none".into(),
@@ -75,6 +82,7 @@ impl Way {
             Way::Words { strength, prior } if *prior == 0.0 => format!("words@{strength}"),
             Way::Words { strength, prior } if *strength == 0.0 => format!("prior@{prior}"),
             Way::Words { strength, prior } => format!("words@{strength}+prior@{prior}"),
+            Way::Labels { prior } => format!("labels@{prior}"),
         }
     }
 
@@ -96,6 +104,15 @@ impl Way {
         match self {
             Way::Words { prior, .. } => *prior,
             _ => 0.0,
+        }
+    }
+
+    /// The weight of the user's counts, for the `labels` way (which answers with one of the user's
+    /// own answers instead of generating).
+    pub fn labels(&self) -> Option<f32> {
+        match self {
+            Way::Labels { prior } => Some(*prior),
+            _ => None,
         }
     }
 
@@ -122,8 +139,8 @@ impl std::str::FromStr for Way {
     type Err = String;
 
     /// `none`, `insight`, `retrieval`, `align@G`, `insight+align@G`, `words@S`, `prior@P`,
-    /// `words@S+prior@P` (`@G` may be left out: the default strength, [`super::DEFAULT_GAMMA`]; `@S`
-    /// and `@P`: 1).
+    /// `words@S+prior@P`, `labels@P` (`@G` may be left out: the default strength,
+    /// [`super::DEFAULT_GAMMA`]; `@S` and `@P`: 1).
     fn from_str(s: &str) -> Result<Way, String> {
         if let Some((words, prior)) = s.split_once("+prior") {
             let (Way::Words { strength, .. }, Way::Words { prior, .. }) = (
@@ -163,9 +180,12 @@ impl std::str::FromStr for Way {
                 strength: 0.0,
                 prior: given.unwrap_or(1.0),
             }),
+            "labels" => Ok(Way::Labels {
+                prior: given.unwrap_or(1.0),
+            }),
             _ => Err(format!(
                 "`{s}` is not a way: none, insight, retrieval, align@G, insight+align@G, words@S, \
-                 prior@P, words@S+prior@P"
+                 prior@P, words@S+prior@P, labels@P"
             )),
         }
     }
@@ -775,6 +795,8 @@ impl Personalizer<'_> {
         });
         // the prior of the items fitted on, read once for every way that adds it
         let prior = super::align::history_prior(self.model, fit_items)?;
+        // the answers the `labels` ways choose among: those of the items fitted on
+        let fit_labels = super::labels::user_labels(fit_items);
         let mut plans: Vec<(f32, std::sync::Arc<crate::steer::EditPlan>)> = Vec::new();
         let mut out: Vec<Option<CandidateScore>> = vec![None; policy.candidates.len()];
         for i in order {
@@ -803,7 +825,9 @@ impl Personalizer<'_> {
                 // no direction could be fitted: the way cannot be scored
                 (Some(_), None) => continue,
             };
-            if way.prior() != 0.0 && prior.is_empty() {
+            if (way.prior() != 0.0 && prior.is_empty())
+                || (way.labels().is_some() && fit_labels.is_empty())
+            {
                 // nothing repeats in the user's answers (free text): the way is `none`'s twin
                 continue;
             }
@@ -832,8 +856,14 @@ impl Personalizer<'_> {
                 self.ensure_prefix(&prefix)?;
                 // scored as the way is applied: the reply starts right after the assistant's turn
                 // opens, with no answer lead (`generate`, `chat` and `serve` add none)
-                let (reply, likelihood) =
-                    self.generate_and_score(&suffix, params.answer_tokens, &real)?;
+                let (reply, likelihood) = match way.labels() {
+                    Some(p) => {
+                        let (chosen, likelihood) =
+                            self.choose_and_score(&suffix, &fit_labels, p, &real)?;
+                        (chosen.unwrap_or_default(), likelihood)
+                    }
+                    None => self.generate_and_score(&suffix, params.answer_tokens, &real)?,
+                };
                 per_item.push(likelihood);
                 // read as `eval` reads it: the label or rating found in the reply, or for free text
                 // the whole reply, as the user sees it
@@ -1080,10 +1110,18 @@ mod tests {
             "words@4",
             "prior@1",
             "words@2+prior@0.5",
+            "labels@0",
+            "labels@4",
         ] {
             let w: Way = s.parse().unwrap();
             assert_eq!(w.name(), s);
         }
+        assert_eq!(
+            "labels@2".parse::<Way>().unwrap().labels(),
+            Some(2.0),
+            "the weight of the user's counts"
+        );
+        assert_eq!("labels@2".parse::<Way>().unwrap().prior(), 0.0);
         assert!("align@1+prior@1".parse::<Way>().is_err());
         assert!("words@2+prior@x".parse::<Way>().is_err());
         // a way stored before the prior existed reads back with none, and one without a prior is

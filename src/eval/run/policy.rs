@@ -60,22 +60,31 @@ impl Evaluator<'_> {
                 &params,
             ));
         }
-        // the ways with a prior came later: scores stored among the candidates before them are
-        // reused, and only the new ways are read
-        let before: Vec<Way> = params
+        // the ways with a prior came later, and the `labels` ways after them: scores stored among an
+        // earlier candidate list are reused, and only the ways added since are read
+        let without_labels: Vec<Way> = params
             .candidates
+            .iter()
+            .copied()
+            .filter(|w| w.labels().is_none())
+            .collect();
+        let without_prior: Vec<Way> = without_labels
             .iter()
             .copied()
             .filter(|w| w.prior() == 0.0)
             .collect();
-        let known = match self.store.eval_answer(&key_of(&before), name)? {
-            Some(stored) if before.len() < params.candidates.len() => {
-                serde_json::from_str::<Policy>(&stored.raw)
-                    .map(|p| p.scores)
-                    .unwrap_or_default()
+        let mut known = Vec::new();
+        for before in [without_labels, without_prior] {
+            if before.len() == params.candidates.len() {
+                continue;
             }
-            _ => Vec::new(),
-        };
+            if let Some(stored) = self.store.eval_answer(&key_of(&before), name)?
+                && let Ok(p) = serde_json::from_str::<Policy>(&stored.raw)
+            {
+                known = p.scores;
+                break;
+            }
+        }
         let t = Instant::now();
         let policy = self
             .personalizer

@@ -1,0 +1,173 @@
+//! The `labels@P` way: for tasks whose answers repeat (a label, a rating), the reply is one of the
+//! answers the user's own history gives, the one the model finds likeliest after the request, weighed
+//! by how often the user gave it:
+//!
+//! ```text
+//! answer = argmax over the user's answers l of   log p(l | prompt)  +  P * ln(1 + n_l)
+//! ```
+//!
+//! `log p(l | prompt)` is the model's teacher-forced log-probability of a reply that opens with `l`
+//! (its tokens summed), `n_l` the history items that answer `l`. At `P = 0` it is the model's own
+//! choice among the user's answers; as `P` grows it becomes the user's most frequent answer (the
+//! `no-model` floor of docs/evaluation.md), the model breaking ties. Nothing is generated: the
+//! reply is the label itself. Free text has no answers that repeat, and no `labels` way.
+
+use std::collections::HashMap;
+
+use super::pipeline::dominant_kind;
+use super::prompts::{self, TaskFamily};
+use crate::llm::{Context, LlmError, Model, Token};
+use crate::store::HistoryItem;
+
+/// The answers of `history` (its dominant task's items, read as replies are read: the label in the
+/// task's list, the rating) with how many items give each, most frequent first (ties in the order
+/// the history first gives them). Empty for free text.
+pub fn user_labels(history: &[HistoryItem]) -> Vec<(String, usize)> {
+    let kind = dominant_kind(history);
+    count_answers(
+        &kind,
+        history
+            .iter()
+            .filter(|h| h.task == kind)
+            .map(|h| h.output.as_str()),
+    )
+}
+
+/// [`user_labels`] of the outputs of items of task `kind`.
+fn count_answers<'o>(kind: &str, outputs: impl Iterator<Item = &'o str>) -> Vec<(String, usize)> {
+    let family = TaskFamily::from_kind(kind);
+    if family == TaskFamily::FreeText {
+        return Vec::new();
+    }
+    let labels = prompts::labels_for_kind(kind);
+    let mut order: Vec<String> = Vec::new();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for output in outputs {
+        let a = prompts::pair_answer(family, labels, output);
+        let a = a.trim();
+        if a.is_empty() {
+            continue;
+        }
+        let n = counts.entry(a.to_string()).or_default();
+        if *n == 0 {
+            order.push(a.to_string());
+        }
+        *n += 1;
+    }
+    let mut out: Vec<(String, usize)> = order
+        .into_iter()
+        .map(|a| {
+            let n = counts[&a];
+            (a, n)
+        })
+        .collect();
+    // stable: equal counts keep the history's order
+    out.sort_by_key(|x| std::cmp::Reverse(x.1));
+    out
+}
+
+/// Index of the answer with the best `score + prior * ln(1 + count)` (the earlier, more frequent one
+/// on a tie); `None` when there is none.
+pub fn pick(scores: &[f64], counts: &[usize], prior: f32) -> Option<usize> {
+    scores
+        .iter()
+        .zip(counts)
+        .map(|(s, &n)| s + f64::from(prior) * (n as f64).ln_1p())
+        .enumerate()
+        .max_by(|(i, a), (j, b)| a.total_cmp(b).then(j.cmp(i)))
+        .map(|(i, _)| i)
+}
+
+/// The tokens of each answer as a reply opens with it (no leading space, no special tokens).
+///
+/// # Errors
+/// Tokenizing failing.
+pub fn answer_tokens(
+    model: &Model,
+    labels: &[(String, usize)],
+) -> Result<Vec<Vec<Token>>, LlmError> {
+    labels
+        .iter()
+        .map(|(l, _)| model.tokenize(l, false, false))
+        .collect()
+}
+
+/// The `labels@prior` answer to `prompt` (read after the prefix already in `ctx`'s cache, which is
+/// left as it was), and every answer's model score in `labels`' order; `extra` is scored beside them
+/// (its summed log-probability comes last), so a caller that also wants the likelihood of another
+/// reply reads the prompt once. `None` when `labels` is empty.
+///
+/// # Errors
+/// Tokenizing or decoding failing.
+pub fn choose(
+    ctx: &mut Context<'_>,
+    model: &Model,
+    prompt: &[Token],
+    labels: &[(String, usize)],
+    prior: f32,
+    extra: Option<&[Token]>,
+) -> Result<(Option<String>, Vec<f64>), LlmError> {
+    let mut choices = answer_tokens(model, labels)?;
+    choices.retain(|c| !c.is_empty());
+    if choices.len() != labels.len() {
+        return Err(LlmError::Callback(
+            "an answer of the history has no tokens".into(),
+        ));
+    }
+    if let Some(e) = extra {
+        choices.push(e.to_vec());
+    }
+    if choices.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let scores = ctx.score_choices_after_prefix(prompt, &choices)?;
+    let counts: Vec<usize> = labels.iter().map(|(_, n)| *n).collect();
+    let best = pick(&scores[..labels.len()], &counts, prior);
+    Ok((best.map(|i| labels[i].0.clone()), scores))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn a_users_answers_are_counted_most_frequent_first() {
+        let h = [
+            "comedy",
+            "Tag: sci-fi",
+            "sci-fi",
+            "classic",
+            "comedy",
+            "Comedy is what it is",
+        ];
+        let l = count_answers("lamp2", h.into_iter());
+        assert_eq!(
+            l,
+            [
+                ("comedy".to_string(), 3),
+                ("sci-fi".to_string(), 2),
+                ("classic".to_string(), 1)
+            ]
+        );
+        assert_eq!(
+            count_answers("lamp3", ["5", "4", "5"].into_iter()),
+            [("5".to_string(), 2), ("4".to_string(), 1)]
+        );
+        assert!(count_answers("tweet", ["so late again", "ok"].into_iter()).is_empty());
+        assert!(user_labels(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_prior_moves_the_choice_from_the_model_to_the_count() {
+        // the model prefers the rare answer by one nat; the user gave the other 7 times to 1
+        let scores = [-3.0, -2.0];
+        let counts = [7, 1];
+        assert_eq!(pick(&scores, &counts, 0.0), Some(1));
+        // ln 8 - ln 2 = 1.39 nats a unit of prior: past 0.72 the count wins
+        assert_eq!(pick(&scores, &counts, 0.5), Some(1));
+        assert_eq!(pick(&scores, &counts, 1.0), Some(0));
+        assert_eq!(pick(&scores, &counts, 100.0), Some(0));
+        // a tie goes to the earlier (more frequent) answer
+        assert_eq!(pick(&[-1.0, -1.0], &[2, 2], 1.0), Some(0));
+        assert_eq!(pick(&[], &[], 1.0), None);
+    }
+}
