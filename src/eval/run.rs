@@ -773,6 +773,8 @@ impl<'a> Evaluator<'a> {
             None => bias,
         };
         let run = match (answering.way, edit, words) {
+            // `auto` answering `none`: `instruct`'s prompt, no edit, no bias: `instruct`'s answers
+            (Some(Way::None), None, None) => run_key(ask.common, Method::Instruct, ask.fit, None),
             // `auto`: the way decides the prompt, and its edit or bias (if any) the rest
             (Some(way), edit, words) => run_key(
                 ask.common,

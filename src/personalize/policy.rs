@@ -124,6 +124,12 @@ impl Way {
         }
     }
 
+    /// Whether the way only changes the prompt (no edit, no bias, nothing chosen instead of
+    /// generated): `none`, `insight`, `retrieval`.
+    pub fn prompt_only(&self) -> bool {
+        matches!(self, Way::None | Way::Insight | Way::Retrieval)
+    }
+
     /// Whether the insight goes in the prompt.
     pub fn insight(&self) -> bool {
         matches!(self, Way::Insight | Way::InsightAlign { .. })
@@ -212,6 +218,12 @@ pub struct PolicyParams {
     /// scores the same; an `auto` fit whose reference is a `words` way with no bias answers `none`):
     /// on the train split no choice made on five held-out labels beat it (docs/evaluation.md).
     pub label_keeps_reference: bool,
+    /// Free text is sent only to a way that changes the prompt (`insight`, `retrieval`), and only
+    /// beyond this many standard errors of the held-out items' noise: on LaMP-7's train split the
+    /// direction's and the `words` ways' held-out wins lost ROUGE on the questions after them
+    /// (docs/evaluation.md). 0 (policies decided before the rule): every way, at one standard error.
+    #[serde(default)]
+    pub free_text_margin: f64,
 }
 
 impl PolicyParams {
@@ -232,6 +244,10 @@ pub const LABEL_REFERENCE_STRENGTH: f32 = 2.0;
 /// The strength of rating tasks' reference way, `prior@1`: the user's own scores as a prior
 /// (docs/evaluation.md: chosen on the train split).
 pub const RATING_REFERENCE_PRIOR: f32 = 1.0;
+
+/// The standard errors by which a prompt way must beat `none` on free text
+/// ([`PolicyParams::free_text_margin`]; docs/evaluation.md: chosen on LaMP-7's train split).
+pub const FREE_TEXT_MARGIN: f64 = 2.0;
 
 /// The candidate set and references of `fit --route auto` (docs/evaluation.md: chosen on the train
 /// split).
@@ -277,6 +293,7 @@ pub fn default_policy_params(gamma: f32) -> PolicyParams {
             prior: RATING_REFERENCE_PRIOR,
         },
         label_keeps_reference: true,
+        free_text_margin: FREE_TEXT_MARGIN,
     }
 }
 
@@ -334,6 +351,8 @@ impl Policy {
             )
         } else if family == TaskFamily::Classification && params.label_keeps_reference {
             keep(&scores, reference)
+        } else if family == TaskFamily::FreeText && params.free_text_margin > 0.0 {
+            choose_prompt_way(&scores, reference, params.free_text_margin)
         } else {
             choose(&scores, reference)
         };
@@ -355,6 +374,42 @@ impl Policy {
 /// (nothing to gain); otherwise the reference, and why. A reference that was not scored (a `words`
 /// way for a user with no bias) is `none`. Fewer than 2 held-out items: the reference.
 pub fn choose(scores: &[CandidateScore], reference: Way) -> (Way, Option<String>) {
+    choose_beyond(scores, reference, 1.0)
+}
+
+/// The rule for free text ([`PolicyParams::free_text_margin`]): [`choose_beyond`] among the ways that
+/// only change the prompt, by `margin` standard errors; the report names a way that scored ahead of
+/// every prompt way but is not one.
+pub fn choose_prompt_way(
+    scores: &[CandidateScore],
+    reference: Way,
+    margin: f64,
+) -> (Way, Option<String>) {
+    let prompt: Vec<CandidateScore> = scores
+        .iter()
+        .filter(|s| s.way.prompt_only())
+        .cloned()
+        .collect();
+    let (way, why) = choose_beyond(&prompt, reference, margin);
+    let other = best_unless_all_equal(scores)
+        .filter(|b| !b.way.prompt_only())
+        .filter(|b| prompt.iter().all(|p| score_key(b) > score_key(p)));
+    match other {
+        Some(b) => (
+            way,
+            Some(format!(
+                "`{}` scored ahead, but free text is answered by a prompt way or none \
+                 (docs/evaluation.md){}",
+                b.way.name(),
+                why.map_or_else(String::new, |w| format!("; {w}"))
+            )),
+        ),
+        None => (way, why),
+    }
+}
+
+/// [`choose`] with the best kept only beyond `margin` standard errors of the paired differences.
+fn choose_beyond(scores: &[CandidateScore], reference: Way, margin: f64) -> (Way, Option<String>) {
     let n = scores.first().map_or(0, |s| s.per_item.len());
     if n < 2 {
         return (
@@ -389,15 +444,20 @@ pub fn choose(scores: &[CandidateScore], reference: Way) -> (Way, Option<String>
             paired_gain(&best.per_item, &refs.per_item),
         )
     };
-    if mean > se {
+    if mean > margin * se {
         (best.way, None)
     } else {
         (
             refs.way,
             Some(format!(
-                "`{}` is ahead of `{}` by {mean:.3} {what}, inside its noise ({se:.3})",
+                "`{}` is ahead of `{}` by {mean:.3} {what}, inside its noise ({}{se:.3})",
                 best.way.name(),
-                refs.way.name()
+                refs.way.name(),
+                if margin == 1.0 {
+                    String::new()
+                } else {
+                    format!("{margin} x ")
+                }
             )),
         )
     }
@@ -1070,6 +1130,64 @@ mod tests {
         assert!(few.fallback.unwrap().contains("too few"));
         let few = Policy::decide(TaskFamily::Classification, 5, 1, Vec::new(), &params);
         assert_eq!(few.way, params.label_reference);
+    }
+
+    #[test]
+    fn free_text_takes_a_prompt_way_only_beyond_two_errors() {
+        let params = default_policy_params(0.5);
+        let rouge = |way: Way, m: &[f64]| CandidateScore {
+            way,
+            metric: Some(m.iter().sum::<f64>() / m.len() as f64),
+            per_item_metric: m.to_vec(),
+            log_likelihood: -1.0,
+            per_item: vec![-1.0; m.len()],
+        };
+        let none = rouge(Way::None, &[0.30, 0.40, 0.20, 0.35, 0.30]);
+        // ahead on every item, but an edit: free text is not sent to it
+        let edit = rouge(Way::Align { gamma: 1.0 }, &[0.60, 0.70, 0.50, 0.65, 0.60]);
+        // ahead by about 1.5 standard errors: enough for `choose`, not for free text
+        let near = rouge(Way::Insight, &[0.35, 0.45, 0.20, 0.30, 0.40]);
+        assert_eq!(
+            choose(&[none.clone(), near.clone()], Way::None).0,
+            Way::Insight
+        );
+        let p = Policy::decide(
+            TaskFamily::FreeText,
+            12,
+            5,
+            vec![none.clone(), edit.clone(), near],
+            &params,
+        );
+        assert_eq!(p.way, Way::None);
+        let why = p.fallback.unwrap();
+        assert!(why.contains("`align@1` scored ahead"), "{why}");
+        assert!(why.contains("2 x"), "{why}");
+        // a prompt way clearly ahead is kept
+        let clear = rouge(Way::Retrieval, &[0.50, 0.60, 0.40, 0.55, 0.52]);
+        let p = Policy::decide(
+            TaskFamily::FreeText,
+            12,
+            5,
+            vec![none, edit, clear],
+            &params,
+        );
+        assert_eq!(p.way, Way::Retrieval);
+        // a policy decided before the rule (margin 0) keeps the old one
+        let old = PolicyParams {
+            free_text_margin: 0.0,
+            ..params
+        };
+        let p = Policy::decide(
+            TaskFamily::FreeText,
+            12,
+            5,
+            vec![
+                rouge(Way::None, &[0.3; 5]),
+                rouge(Way::Align { gamma: 1.0 }, &[0.6; 5]),
+            ],
+            &old,
+        );
+        assert_eq!(p.way, Way::Align { gamma: 1.0 });
     }
 
     #[test]
