@@ -571,7 +571,7 @@ fn the_labels_way_chooses_among_the_users_own_answers() {
         .unwrap();
     let tokens = c.tokenize_prompt(&prompt).unwrap();
     c.clear();
-    let (chosen, scores) = choose(&mut c, &m, &tokens, &labels, 0.0, None).unwrap();
+    let (chosen, scores) = choose(&mut c, &m, &tokens, &labels, 0.0, None, &[]).unwrap();
     assert_eq!(scores.len(), 3);
     assert_eq!(c.n_past(), 0, "the cache is left as it was");
     for ((label, _), s) in labels.iter().zip(&scores) {
@@ -584,7 +584,7 @@ fn the_labels_way_chooses_among_the_users_own_answers() {
         .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
         .unwrap();
     assert_eq!(chosen.as_deref(), Some(labels[best].0.as_str()));
-    let (counted, _) = choose(&mut c, &m, &tokens, &labels, 50.0, None).unwrap();
+    let (counted, _) = choose(&mut c, &m, &tokens, &labels, 50.0, None, &[]).unwrap();
     assert_eq!(counted.as_deref(), Some("dark comedy"));
 
     // through the binary, on a real-answer profile
@@ -619,9 +619,11 @@ fn the_labels_way_chooses_among_the_users_own_answers() {
         )
     };
     assert_eq!(ok(ask("labels@50")).trim(), "dark comedy");
-    let free = ok(ask("labels@0"));
-    assert!(
-        expected.iter().any(|(l, _)| free.trim() == *l),
-        "{free:?} is not one of the user's answers"
-    );
+    for way in ["labels@0", "labels@0+words@4"] {
+        let free = ok(ask(way));
+        assert!(
+            expected.iter().any(|(l, _)| free.trim() == *l),
+            "{way}: {free:?} is not one of the user's answers"
+        );
+    }
 }

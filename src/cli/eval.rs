@@ -45,9 +45,14 @@ pub struct EvalArgs {
     #[arg(long, value_name = "S", default_value_t = WORDS_STRENGTH)]
     pub words_strength: f32,
     /// Weight of the user's answer prior (the log of how often their history gives each label or
-    /// rating) added to the `words` methods' bias; 0 adds none.
+    /// rating) added to the `words` methods' bias; 0 adds none. The `labels` method's weight of the
+    /// user's counts.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub prior_strength: f32,
+    /// Strength of the `words` bias the `labels` method scores its answers under; 0 (the default):
+    /// none.
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    pub labels_words: f32,
     #[command(flatten)]
     pub fit: FitFlags,
     /// Layers of the `align` methods' fits, chosen among the middle half by how well the items agree
@@ -85,6 +90,7 @@ pub fn run(args: EvalArgs, global: &Global) -> anyhow::Result<()> {
         answer_tokens: args.reply_tokens,
         words_strength: args.words_strength,
         prior_strength: args.prior_strength,
+        labels_words: args.labels_words,
         progress,
     };
     let report = evaluator.run(&opts)?;

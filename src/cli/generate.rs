@@ -359,10 +359,10 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
     };
     // the `labels` way answers with one of the user's own answers, chosen, not generated
     let choose = |ctx: &mut crate::llm::Context<'_>| -> anyhow::Result<Option<String>> {
-        let Some((labels, prior)) = part.as_ref().and_then(|p| p.labels()) else {
+        let Some(c) = part.as_ref().and_then(|p| p.labels()) else {
             return Ok(None);
         };
-        if labels.is_empty() {
+        if c.labels.is_empty() {
             anyhow::bail!(
                 "the way `{}` chooses among the answers of the user's history, and it has none; \
                  try `--way none`",
@@ -371,8 +371,9 @@ pub fn run(args: GenerateArgs, global: &Global) -> anyhow::Result<()> {
         }
         let tokens = ctx.tokenize_prompt(&prompt)?;
         ctx.clear();
-        let (chosen, _) =
-            crate::personalize::labels::choose(ctx, &model, &tokens, labels, prior, None)?;
+        let (chosen, _) = crate::personalize::labels::choose(
+            ctx, &model, &tokens, c.labels, c.prior, None, c.words,
+        )?;
         Ok(chosen)
     };
     if args.compare {

@@ -137,8 +137,11 @@ pub struct EvalOptions {
     pub answer_tokens: Option<usize>,
     /// Strength of the `words` and `words-other-user` methods' bias ([`WORDS_STRENGTH`] by default).
     pub words_strength: f32,
-    /// Weight of the user's answer prior added to the `words` methods' bias (0: none).
+    /// Weight of the user's answer prior added to the `words` methods' bias (0: none); the `labels`
+    /// method's weight of the user's counts.
     pub prior_strength: f32,
+    /// Strength of the `words` bias the `labels` method scores under (0: none).
+    pub labels_words: f32,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -432,7 +435,9 @@ impl<'a> Evaluator<'a> {
             } else {
                 None
             };
-            let align_profile = if methods.iter().any(|m| m.uses_align_profile()) {
+            let align_profile = if methods.iter().any(|m| m.uses_align_profile())
+                || (methods.contains(&Method::Labels) && opts.labels_words != 0.0)
+            {
                 bar.set_prefix("align fit");
                 let t = Instant::now();
                 // one profile per owner and model: the user's own slot holds the paper's
@@ -481,6 +486,9 @@ impl<'a> Evaluator<'a> {
                     let out = predictions.get_mut(&method).expect("every method");
                     let answering = Answering {
                         labels: Some((labels.as_slice(), opts.prior_strength)),
+                        words: (opts.labels_words != 0.0)
+                            .then(|| align_profile.as_ref().map(|p| (p, opts.labels_words)))
+                            .flatten(),
                         ..Default::default()
                     };
                     self.answer_user(&ask, method, user, material.as_ref(), answering, out)?;
@@ -785,14 +793,15 @@ impl<'a> Evaluator<'a> {
                     "profile": edit.map(|(p, _)| p).or(words.map(|(p, _)| p)).map(profile_identity),
                 })),
             ),
-            (None, _, _) if answering.labels.is_some() => {
-                let p = answering.labels.map_or(0.0, |(_, p)| p);
-                run_key(
-                    ask.common,
-                    method,
-                    fit,
-                    Some(&serde_json::json!({ "labels": p })),
-                )
+            (None, _, words) if answering.labels.is_some() => {
+                let mut what = serde_json::json!({
+                    "labels": answering.labels.map_or(0.0, |(_, p)| p),
+                });
+                if let Some((p, strength)) = words {
+                    what["words"] = strength.into();
+                    what["profile"] = profile_identity(p);
+                }
+                run_key(ask.common, method, fit, Some(&what))
             }
             (None, _, words) if words.is_some() || answering.prior.is_some() => {
                 let mut what = serde_json::json!({});
@@ -832,7 +841,9 @@ impl<'a> Evaluator<'a> {
                         self.prompt(method, ask.task, ask.opts, material, q, &answering)?;
                     let t = Instant::now();
                     let raw = match answering.labels {
-                        Some((labels, p)) => self.choose_label(&prefix, &suffix, labels, p)?,
+                        Some((labels, p)) => {
+                            self.choose_label(&prefix, &suffix, labels, p, &bias)?
+                        }
                         None => {
                             self.answer(plan.as_ref(), &bias, &prefix, &suffix, ask.answer_tokens)?
                         }
@@ -1024,6 +1035,7 @@ impl<'a> Evaluator<'a> {
         suffix: &str,
         labels: &[(String, usize)],
         prior: f32,
+        bias: &[(Token, f32)],
     ) -> Result<String, EvalError> {
         self.ctx.clear_plan();
         let suffix_tokens = self.load(prefix, suffix)?;
@@ -1034,6 +1046,7 @@ impl<'a> Evaluator<'a> {
             labels,
             prior,
             None,
+            bias,
         )?;
         Ok(chosen.unwrap_or_default())
     }

@@ -697,7 +697,8 @@ impl<'m> Context<'m> {
     /// Teacher-forced scores of several possible answers to one prompt: after the prefix already in
     /// the KV cache, read `prompt` once, then each of `choices` after it, and return each choice's
     /// summed `log p(choice[j] | prefix, prompt, choice[..j])` (natural log; how likely the model
-    /// makes the reply open with exactly that choice). The cache is restored to the prefix.
+    /// makes the reply open with exactly that choice), with `bias` added to every logit row. The
+    /// cache is restored to the prefix.
     ///
     /// # Errors
     /// As [`Context::score_after_prefix`], for an empty `prompt` or a choice longer than a batch.
@@ -705,6 +706,7 @@ impl<'m> Context<'m> {
         &mut self,
         prompt: &[Token],
         choices: &[Vec<Token>],
+        bias: &[(Token, f32)],
     ) -> Result<Vec<f64>, LlmError> {
         for c in choices {
             self.check_scorable(prompt, c)?;
@@ -716,7 +718,7 @@ impl<'m> Context<'m> {
             let after = self.n_past;
             let mut out = Vec::with_capacity(choices.len());
             for c in choices {
-                let lp = self.score_answer(&first, c, |_| Vec::new());
+                let lp = self.score_answer(&first, c, |_| bias.to_vec());
                 self.truncate(after);
                 out.push(lp?.iter().map(|&x| f64::from(x)).sum());
             }

@@ -275,6 +275,8 @@ pub struct PromptPart {
     k: usize,
     insight: String,
     labels: Vec<(String, usize)>,
+    /// The `words` bias alone, which a `labels` way scores its answers under.
+    words: Vec<(Token, f32)>,
 }
 
 impl PromptPart {
@@ -296,9 +298,14 @@ impl PromptPart {
     }
 
     /// For the `labels` way, the answers of the user's history it chooses among (with their counts)
-    /// and the counts' weight ([`super::labels::choose`]); `None` for every other way.
-    pub fn labels(&self) -> Option<(&[(String, usize)], f32)> {
-        self.way.labels().map(|p| (self.labels.as_slice(), p))
+    /// the counts' weight and the `words` bias they are scored under ([`super::labels::choose`]);
+    /// `None` for every other way.
+    pub fn labels(&self) -> Option<LabelChoice<'_>> {
+        self.way.labels().map(|prior| LabelChoice {
+            labels: &self.labels,
+            prior,
+            words: &self.words,
+        })
     }
 
     /// The logit bias of the way (`words`; empty for every other way), for
@@ -307,6 +314,17 @@ impl PromptPart {
     pub fn logit_bias(&self) -> Vec<(Token, f32)> {
         self.bias.clone()
     }
+}
+
+/// What a `labels` way chooses among and how ([`super::labels::choose`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LabelChoice<'p> {
+    /// The answers of the user's history, with how many items give each.
+    pub labels: &'p [(String, usize)],
+    /// The weight of the counts.
+    pub prior: f32,
+    /// The `words` bias the answers are scored under.
+    pub words: &'p [(Token, f32)],
 }
 
 /// The stored profile of `owner` for `model`, if there is one.
@@ -374,7 +392,7 @@ pub fn prompt_part_for(
     // must generate (chat, the server) answers as its twin `prior@P`
     let bias = with_prior(
         model,
-        words,
+        words.clone(),
         way.prior() + way.labels().unwrap_or(0.0),
         &history,
     )?;
@@ -401,5 +419,6 @@ pub fn prompt_part_for(
             .to_string(),
         history,
         labels,
+        words,
     }))
 }

@@ -106,6 +106,7 @@ pub fn choose(
     labels: &[(String, usize)],
     prior: f32,
     extra: Option<&[Token]>,
+    bias: &[(Token, f32)],
 ) -> Result<(Option<String>, Vec<f64>), LlmError> {
     let mut choices = answer_tokens(model, labels)?;
     choices.retain(|c| !c.is_empty());
@@ -120,7 +121,7 @@ pub fn choose(
     if choices.is_empty() {
         return Ok((None, Vec::new()));
     }
-    let scores = ctx.score_choices_after_prefix(prompt, &choices)?;
+    let scores = ctx.score_choices_after_prefix(prompt, &choices, bias)?;
     let counts: Vec<usize> = labels.iter().map(|(_, n)| *n).collect();
     let best = pick(&scores[..labels.len()], &counts, prior);
     Ok((best.map(|i| labels[i].0.clone()), scores))

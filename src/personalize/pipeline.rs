@@ -921,8 +921,15 @@ impl<'a> Personalizer<'a> {
         self.read_prefix_again()?;
         let q = self.model.tokenize(suffix, false, true)?;
         let a = self.model.tokenize(answer, false, false)?;
-        let (chosen, scores) =
-            super::labels::choose(&mut self.ctx, self.model, &q, labels, prior, Some(&a))?;
+        let (chosen, scores) = super::labels::choose(
+            &mut self.ctx,
+            self.model,
+            &q,
+            labels,
+            prior,
+            Some(&a),
+            &self.bias,
+        )?;
         self.tokens.suffix += q.len();
         self.tokens.captured += a.len();
         self.tokens.prefix_without_reuse += self.prefix_len();

@@ -62,6 +62,9 @@ pub enum Way {
     Labels {
         /// Weight of the user's counts against the model's log-probability.
         prior: f32,
+        /// Strength of the `words` bias on the logits the answers are scored with (0: none).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        words: f32,
     },
 }
 
@@ -82,14 +85,17 @@ impl Way {
             Way::Words { strength, prior } if *prior == 0.0 => format!("words@{strength}"),
             Way::Words { strength, prior } if *strength == 0.0 => format!("prior@{prior}"),
             Way::Words { strength, prior } => format!("words@{strength}+prior@{prior}"),
-            Way::Labels { prior } => format!("labels@{prior}"),
+            Way::Labels { prior, words } if *words == 0.0 => format!("labels@{prior}"),
+            Way::Labels { prior, words } => format!("labels@{prior}+words@{words}"),
         }
     }
 
-    /// The strength of the logit bias, for the `words` way (and `prior@P`, whose strength is 0).
+    /// The strength of the logit bias, for the `words` way (and `prior@P`, whose strength is 0) and
+    /// the `labels` way (which scores its answers under it).
     pub fn words(&self) -> Option<f32> {
         match self {
             Way::Words { strength, .. } => Some(*strength),
+            Way::Labels { words, .. } => Some(*words),
             _ => None,
         }
     }
@@ -111,7 +117,7 @@ impl Way {
     /// own answers instead of generating).
     pub fn labels(&self) -> Option<f32> {
         match self {
-            Way::Labels { prior } => Some(*prior),
+            Way::Labels { prior, .. } => Some(*prior),
             _ => None,
         }
     }
@@ -145,9 +151,23 @@ impl std::str::FromStr for Way {
     type Err = String;
 
     /// `none`, `insight`, `retrieval`, `align@G`, `insight+align@G`, `words@S`, `prior@P`,
-    /// `words@S+prior@P`, `labels@P` (`@G` may be left out: the default strength,
+    /// `words@S+prior@P`, `labels@P`, `labels@P+words@S` (`@G` may be left out: the default strength,
     /// [`super::DEFAULT_GAMMA`]; `@S` and `@P`: 1).
     fn from_str(s: &str) -> Result<Way, String> {
+        if let Some((labels, words)) = s.split_once("+words")
+            && labels.starts_with("labels")
+        {
+            let (Way::Labels { prior, .. }, Way::Words { strength, .. }) = (
+                labels.parse::<Way>()?,
+                format!("words{words}").parse::<Way>()?,
+            ) else {
+                return Err(format!("`{s}` is not a way"));
+            };
+            return Ok(Way::Labels {
+                prior,
+                words: strength,
+            });
+        }
         if let Some((words, prior)) = s.split_once("+prior") {
             let (Way::Words { strength, .. }, Way::Words { prior, .. }) = (
                 words.parse::<Way>()?,
@@ -188,10 +208,11 @@ impl std::str::FromStr for Way {
             }),
             "labels" => Ok(Way::Labels {
                 prior: given.unwrap_or(1.0),
+                words: 0.0,
             }),
             _ => Err(format!(
                 "`{s}` is not a way: none, insight, retrieval, align@G, insight+align@G, words@S, \
-                 prior@P, words@S+prior@P, labels@P"
+                 prior@P, words@S+prior@P, labels@P, labels@P+words@S"
             )),
         }
     }
@@ -763,9 +784,10 @@ impl Personalizer<'_> {
             Err(PersonalizeError::TooFewContrasts { .. }) if !direction => {
                 if policy.way.reads_words() {
                     // what is left of the way without the contrast's bias: its prior, if any
-                    let left = match policy.way.prior() {
-                        0.0 => Way::None,
-                        prior => Way::Words {
+                    let left = match (policy.way, policy.way.prior()) {
+                        (Way::Labels { prior, .. }, _) => Way::Labels { prior, words: 0.0 },
+                        (_, 0.0) => Way::None,
+                        (_, prior) => Way::Words {
                             strength: 0.0,
                             prior,
                         },
@@ -1230,6 +1252,7 @@ mod tests {
             "words@2+prior@0.5",
             "labels@0",
             "labels@4",
+            "labels@2+words@2",
         ] {
             let w: Way = s.parse().unwrap();
             assert_eq!(w.name(), s);
