@@ -10,7 +10,7 @@ const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/lamp/tiny_lamp2"
 );
-const METHODS: [&str; 15] = [
+const METHODS: [&str; 16] = [
     "instruct",
     "history-prompt",
     "insight-prompt",
@@ -24,6 +24,7 @@ const METHODS: [&str; 15] = [
     "align",
     "align-other-user",
     "labels",
+    "labels-other-user",
     "auto",
     "no-model",
 ];
@@ -136,6 +137,7 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
             "insight-prompt",
             "no-model",
             "labels",
+            "labels-other-user",
             "auto",
         ]
         .contains(&method)
@@ -211,6 +213,18 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
             .find(|p| p["method"] == "labels" && p["id"] == q["id"])
             .unwrap();
         assert!(tags.contains(&&l["answer"]), "{l} not one of {tags:?}");
+    }
+    // `labels-other-user` answers with the other user's tags: each of its answers is a tag of a
+    // question of the other user
+    for p in preds.iter().filter(|p| p["method"] == "labels-other-user") {
+        let other: Vec<&serde_json::Value> = questions
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|q| q["user_id"] != p["user"])
+            .flat_map(|q| q["profile"].as_array().unwrap().iter().map(|i| &i["tag"]))
+            .collect();
+        assert!(other.contains(&&p["answer"]), "{p} not one of {other:?}");
     }
 
     // the edit changes answers: some edited answer differs from its unedited one

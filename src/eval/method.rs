@@ -45,6 +45,9 @@ pub enum Method {
     /// of the user's own history answers that the model finds likeliest, plus `--prior-strength`
     /// times the log of how often the user gave it (`labels@P`; nothing generated).
     Labels,
+    /// Control for `labels`: each user answered with `labels@P` among the next user's answers and
+    /// counts (every user lends, in the split's order). How much of `labels`' effect is the user's own.
+    LabelsOtherUser,
     /// Each user answered the way their own policy says (`fit --route auto`): chosen on their newest
     /// history items held out, among no personalisation, the insight or retrieved history in the
     /// prompt, the real-answer direction at a few strengths, prompt and direction, the user's words
@@ -57,7 +60,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 17] = [
+    pub const ALL: [Method; 18] = [
         Method::Instruct,
         Method::HistoryPrompt,
         Method::InsightPrompt,
@@ -73,6 +76,7 @@ impl Method {
         Method::Words,
         Method::WordsOtherUser,
         Method::Labels,
+        Method::LabelsOtherUser,
         Method::Auto,
         Method::NoModel,
     ];
@@ -95,6 +99,7 @@ impl Method {
             Method::Words => "words",
             Method::WordsOtherUser => "words-other-user",
             Method::Labels => "labels",
+            Method::LabelsOtherUser => "labels-other-user",
             Method::Auto => "auto",
             Method::NoModel => "no-model",
         }
@@ -109,6 +114,7 @@ impl Method {
                 | Method::InsightPrompt
                 | Method::NoModel
                 | Method::Labels
+                | Method::LabelsOtherUser
                 | Method::Auto
         )
     }

@@ -474,7 +474,10 @@ impl<'a> Evaluator<'a> {
                 // answered once every user's own profile is known, below
                 if matches!(
                     method,
-                    Method::OtherUser | Method::AlignOtherUser | Method::WordsOtherUser
+                    Method::OtherUser
+                        | Method::AlignOtherUser
+                        | Method::WordsOtherUser
+                        | Method::LabelsOtherUser
                 ) {
                     continue;
                 }
@@ -572,7 +575,10 @@ impl<'a> Evaluator<'a> {
                         continue;
                     }
                     Method::Chameleon => user_profile.as_ref().map(|p| (p, s)),
-                    Method::OtherUser | Method::AlignOtherUser | Method::WordsOtherUser => {
+                    Method::OtherUser
+                    | Method::AlignOtherUser
+                    | Method::WordsOtherUser
+                    | Method::LabelsOtherUser => {
                         unreachable!("answered after the users' own profiles")
                     }
                     Method::Words | Method::Labels => unreachable!("answered above"),
@@ -666,6 +672,29 @@ impl<'a> Evaluator<'a> {
                     total,
                     started.elapsed().as_secs_f64()
                 );
+            }
+        }
+        if methods.contains(&Method::LabelsOtherUser) {
+            let method = Method::LabelsOtherUser;
+            bar.set_prefix(method.name());
+            // every user has answers to lend
+            for (user, donor) in users.iter().zip(donors(&vec![true; users.len()])) {
+                self.check_interrupt()?;
+                let material = self.personalizer.material(&user.name, &fit_params)?;
+                let lent = match donor {
+                    Some(d) => crate::personalize::labels::user_labels(
+                        &self
+                            .store
+                            .history(self.store.require_user(&users[d].name)?.id)?,
+                    ),
+                    None => Vec::new(),
+                };
+                let answering = Answering {
+                    labels: donor.map(|_| (lent.as_slice(), opts.prior_strength)),
+                    ..Default::default()
+                };
+                let out = predictions.get_mut(&method).expect("every method");
+                self.answer_user(&ask, method, user, Some(&material), answering, out)?;
             }
         }
         bar.finish_and_clear();
@@ -800,6 +829,10 @@ impl<'a> Evaluator<'a> {
                 if let Some((p, strength)) = words {
                     what["words"] = strength.into();
                     what["profile"] = profile_identity(p);
+                }
+                // the control's answers depend on whose answers were lent
+                if method == Method::LabelsOtherUser {
+                    what["answers"] = serde_json::json!(answering.labels.map(|(l, _)| l));
                 }
                 run_key(ask.common, method, fit, Some(&what))
             }

@@ -163,8 +163,9 @@ pub enum Route {
     /// additive edit.
     Align,
     /// `align`'s directions, and a policy: the way of answering (no personalisation, the insight or
-    /// retrieved history in the prompt, the direction at a few strengths, prompt and direction)
-    /// chosen on the user's own held-out history ([`super::policy`]).
+    /// retrieved history in the prompt, the direction at a few strengths, prompt and direction, the
+    /// user's words, the prior of their answers, the choice among their answers) chosen on the
+    /// user's own held-out history ([`super::policy`]).
     Auto,
 }
 

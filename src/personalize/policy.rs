@@ -8,7 +8,7 @@
 //! output, teacher-forced, per token. Free text is scored by ROUGE, not by the likelihood: on LaMP-7
 //! the direction raised the likelihood of the users' tweets while its replies lost ROUGE
 //! (docs/evaluation.md, "SmolLM2-135M, LaMP-7"). The best way is kept when it beats the task
-//! family's reference way (chosen on the train split: `words@2` for labels, `prior@1` for ratings,
+//! family's reference way (chosen on the train split: `words@2` for labels, `labels@0` for ratings,
 //! `none` for free text) beyond the items' own noise; when every way scores the same, nothing is
 //! personalised; in between, the reference is used, and the policy says why. [`choose`] is that
 //! rule, pure; [`Personalizer::choose_policy`] scores through the model.
@@ -262,9 +262,10 @@ impl PolicyParams {
 /// split); `eval`'s `words` methods use it by default.
 pub const LABEL_REFERENCE_STRENGTH: f32 = 2.0;
 
-/// The strength of rating tasks' reference way, `prior@1`: the user's own scores as a prior
-/// (docs/evaluation.md: chosen on the train split).
-pub const RATING_REFERENCE_PRIOR: f32 = 1.0;
+/// The weight of the counts in rating tasks' reference way, `labels@0`: the model's choice among the
+/// scores the user has given (docs/evaluation.md: chosen on the train split, where it beat `prior@1`
+/// and the user's median score).
+pub const RATING_REFERENCE_PRIOR: f32 = 0.0;
 
 /// The standard errors by which a prompt way must beat `none` on free text
 /// ([`PolicyParams::free_text_margin`]; docs/evaluation.md: chosen on LaMP-7's train split).
@@ -304,14 +305,22 @@ pub fn default_policy_params(gamma: f32) -> PolicyParams {
                 strength: 0.0,
                 prior: 2.0,
             },
+            Way::Labels {
+                prior: 0.0,
+                words: 0.0,
+            },
+            Way::Labels {
+                prior: 2.0,
+                words: 0.0,
+            },
         ],
         label_reference: Way::Words {
             strength: LABEL_REFERENCE_STRENGTH,
             prior: 0.0,
         },
-        rating_reference: Way::Words {
-            strength: 0.0,
+        rating_reference: Way::Labels {
             prior: RATING_REFERENCE_PRIOR,
+            words: 0.0,
         },
         label_keeps_reference: true,
         free_text_margin: FREE_TEXT_MARGIN,
@@ -1148,7 +1157,7 @@ mod tests {
         assert_eq!(params.reference(TaskFamily::FreeText), Way::None);
         let few = Policy::decide(TaskFamily::Rating, 5, 1, Vec::new(), &params);
         assert_eq!(few.way, params.rating_reference);
-        assert_eq!(few.way.name(), "prior@1");
+        assert_eq!(few.way.name(), "labels@0");
         assert!(few.fallback.unwrap().contains("too few"));
         let few = Policy::decide(TaskFamily::Classification, 5, 1, Vec::new(), &params);
         assert_eq!(few.way, params.label_reference);
