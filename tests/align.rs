@@ -170,12 +170,12 @@ fn tagger_db(dir: &Path) -> std::path::PathBuf {
     db
 }
 
-/// `fit --user tagger --route ROUTE --k K --json` with small but real settings, its report.
-fn fit_tagger(db: &Path, route: &str, k: &str) -> serde_json::Value {
+/// `fit --user USER --route ROUTE --k K --json` with small but real settings, its report.
+fn fit_user(db: &Path, user: &str, route: &str, k: &str) -> serde_json::Value {
     let args = [
         "fit",
         "--user",
-        "tagger",
+        user,
         "--route",
         route,
         "--json",
@@ -212,7 +212,7 @@ fn tagger_profile(store: &Store) -> chameleon::store::Profile {
 fn fit_route_align_stores_a_profile_that_generate_applies() {
     let dir = tempfile::tempdir().unwrap();
     let db = tagger_db(dir.path());
-    let report: serde_json::Value = fit_tagger(&db, "align", "5");
+    let report: serde_json::Value = fit_user(&db, "tagger", "align", "5");
     let used = report["pairs"].as_u64().unwrap();
     assert!(used >= 2, "{report}");
     assert_eq!(report["selected_layers"].as_array().unwrap().len(), 1);
@@ -409,7 +409,7 @@ fn the_policy_is_scored_on_held_out_items_that_no_fit_saw() {
         );
     }
 
-    let report: serde_json::Value = fit_tagger(&db, "auto", "4");
+    let report: serde_json::Value = fit_user(&db, "tagger", "auto", "4");
     assert_eq!(report["seconds"][0][0], "held-out fit");
     assert_eq!(report["seconds"][1][0], "held-out scores");
     let profile = tagger_profile(&store);
@@ -588,22 +588,7 @@ fn the_labels_way_chooses_among_the_users_own_answers() {
     assert_eq!(counted.as_deref(), Some("dark comedy"));
 
     // through the binary, on a real-answer profile
-    let fit = [
-        "fit",
-        "--user",
-        "ed",
-        "--route",
-        "align",
-        "--k",
-        "4",
-        "--insight-tokens",
-        "16",
-        "--answer-tokens",
-        "8",
-        "--layers",
-        "mid:1",
-    ];
-    ok(run(&db, &fit));
+    fit_user(&db, "ed", "align", "4");
     let ask = |way: &str| {
         run(
             &db,

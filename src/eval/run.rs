@@ -470,6 +470,11 @@ impl<'a> Evaluator<'a> {
                 None
             };
 
+            // the user's history as the store holds it: the prior, the labels and retrieval read it
+            let history = self
+                .store
+                .history(self.store.require_user(&user.name)?.id)?;
+            let labels = crate::personalize::labels::user_labels(&history);
             for &method in &methods {
                 // answered once every user's own profile is known, below
                 if matches!(
@@ -482,10 +487,6 @@ impl<'a> Evaluator<'a> {
                     continue;
                 }
                 if method == Method::Labels {
-                    let history = self
-                        .store
-                        .history(self.store.require_user(&user.name)?.id)?;
-                    let labels = crate::personalize::labels::user_labels(&history);
                     let out = predictions.get_mut(&method).expect("every method");
                     let answering = Answering {
                         labels: Some((labels.as_slice(), opts.prior_strength)),
@@ -502,9 +503,6 @@ impl<'a> Evaluator<'a> {
                     if words.is_none() {
                         *no_profile.entry(method).or_default() += 1;
                     }
-                    let history = self
-                        .store
-                        .history(self.store.require_user(&user.name)?.id)?;
                     let out = predictions.get_mut(&method).expect("every method");
                     let answering = Answering {
                         words,
@@ -554,10 +552,6 @@ impl<'a> Evaluator<'a> {
                             _ => None,
                         };
                         // no direction on the whole history: the way without its edit
-                        let history = self
-                            .store
-                            .history(self.store.require_user(&user.name)?.id)?;
-                        let labels = crate::personalize::labels::user_labels(&history);
                         let out = predictions.get_mut(&method).expect("every method");
                         let answering = Answering {
                             labels: way.labels().map(|p| (labels.as_slice(), p)),

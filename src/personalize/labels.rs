@@ -78,20 +78,6 @@ pub fn pick(scores: &[f64], counts: &[usize], prior: f32) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// The tokens of each answer as a reply opens with it (no leading space, no special tokens).
-///
-/// # Errors
-/// Tokenizing failing.
-pub fn answer_tokens(
-    model: &Model,
-    labels: &[(String, usize)],
-) -> Result<Vec<Vec<Token>>, LlmError> {
-    labels
-        .iter()
-        .map(|(l, _)| model.tokenize(l, false, false))
-        .collect()
-}
-
 /// The `labels@prior` answer to `prompt` (read after the prefix already in `ctx`'s cache, which is
 /// left as it was), and every answer's model score in `labels`' order; `extra` is scored beside them
 /// (its summed log-probability comes last), so a caller that also wants the likelihood of another
@@ -108,9 +94,12 @@ pub fn choose(
     extra: Option<&[Token]>,
     bias: &[(Token, f32)],
 ) -> Result<(Option<String>, Vec<f64>), LlmError> {
-    let mut choices = answer_tokens(model, labels)?;
-    choices.retain(|c| !c.is_empty());
-    if choices.len() != labels.len() {
+    // each answer's tokens as a reply opens with it (no leading space, no special tokens)
+    let mut choices = labels
+        .iter()
+        .map(|(l, _)| model.tokenize(l, false, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    if choices.iter().any(Vec::is_empty) {
         return Err(LlmError::Callback(
             "an answer of the history has no tokens".into(),
         ));
