@@ -604,6 +604,7 @@ fn the_labels_way_chooses_among_the_users_own_answers() {
         )
     };
     assert_eq!(ok(ask("labels@50")).trim(), "dark comedy");
+    assert_eq!(ok(ask("frequent")).trim(), "dark comedy");
     for way in ["labels@0", "labels@0+words@4"] {
         let free = ok(ask(way));
         assert!(

@@ -53,6 +53,11 @@ pub struct EvalArgs {
     /// none.
     #[arg(long, value_name = "S", default_value_t = 0.0)]
     pub labels_words: f32,
+    /// Write the `labels` method's per-answer scores, every question read three ways (after the
+    /// user's prompt, after it with the request `N/A`, after the request alone), as JSON lines
+    /// appended to FILE: the material for choosing offline how the way scores its answers.
+    #[arg(long, value_name = "FILE")]
+    pub label_scores: Option<PathBuf>,
     #[command(flatten)]
     pub fit: FitFlags,
     /// Layers of the `align` methods' fits, chosen among the middle half by how well the items agree
@@ -91,6 +96,7 @@ pub fn run(args: EvalArgs, global: &Global) -> anyhow::Result<()> {
         words_strength: args.words_strength,
         prior_strength: args.prior_strength,
         labels_words: args.labels_words,
+        label_scores: args.label_scores.clone(),
         progress,
     };
     let report = evaluator.run(&opts)?;

@@ -180,7 +180,8 @@ pub struct ProfileArgs {
     pub gamma: Option<f32>,
     /// Answer this way instead of the one the profile's policy chose (`--route auto`): `none`,
     /// `insight`, `retrieval`, `align@G`, `insight+align@G`, `words@S`, `prior@P`,
-    /// `words@S+prior@P`.
+    /// `words@S+prior@P`, `labels@P`, `labels@P+words@S`, `frequent` (the last three answer with one
+    /// of the user's own answers; `chat` and `serve` answer them as `prior@P`).
     #[arg(long, value_name = "WAY")]
     pub way: Option<Way>,
 }

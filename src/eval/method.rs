@@ -143,8 +143,8 @@ impl Method {
 }
 
 /// The default strength of the `words` and `words-other-user` methods (`eval --words-strength`):
-/// label tasks' reference way, so `words` answers as `auto` does for a user it keeps the reference for.
-pub const WORDS_STRENGTH: f32 = crate::personalize::policy::LABEL_REFERENCE_STRENGTH;
+/// the strength chosen for the `words` way on the train split.
+pub const WORDS_STRENGTH: f32 = crate::personalize::policy::WORDS_STRENGTH;
 
 /// Whose profile answers each user under [`Method::OtherUser`] (indices into `profiled`, the users in
 /// the split's order, true where the user has a profile): the next user with a profile, wrapping

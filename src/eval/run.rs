@@ -38,6 +38,7 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+mod label_scores;
 mod policy;
 
 use super::baseline::no_model_answer;
@@ -142,6 +143,9 @@ pub struct EvalOptions {
     pub prior_strength: f32,
     /// Strength of the `words` bias the `labels` method scores under (0: none).
     pub labels_words: f32,
+    /// Where the `labels` method writes every question's per-answer scores (JSON lines), read three
+    /// ways: after the user's prompt, after it with the request `N/A`, and after the request alone.
+    pub label_scores: Option<PathBuf>,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -172,6 +176,11 @@ pub enum EvalError {
         user: String,
         stored: usize,
         data: usize,
+    },
+    #[error("cannot write `{}`: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("no methods to run")]
     NoMethods,
@@ -487,6 +496,9 @@ impl<'a> Evaluator<'a> {
                     continue;
                 }
                 if method == Method::Labels {
+                    if let Some(path) = &opts.label_scores {
+                        self.write_label_scores(&ask, user, material.as_ref(), &labels, path)?;
+                    }
                     let out = predictions.get_mut(&method).expect("every method");
                     let answering = Answering {
                         labels: Some((labels.as_slice(), opts.prior_strength)),
@@ -817,8 +829,10 @@ impl<'a> Evaluator<'a> {
                 })),
             ),
             (None, _, words) if answering.labels.is_some() => {
+                // an infinite weight (`frequent`) has no JSON number
+                let weight = answering.labels.map_or(0.0, |(_, p)| p);
                 let mut what = serde_json::json!({
-                    "labels": answering.labels.map_or(0.0, |(_, p)| p),
+                    "labels": if weight.is_finite() { weight.into() } else { serde_json::json!("frequent") },
                 });
                 if let Some((p, strength)) = words {
                     what["words"] = strength.into();

@@ -67,14 +67,22 @@ fn count_answers<'o>(kind: &str, outputs: impl Iterator<Item = &'o str>) -> Vec<
 }
 
 /// Index of the answer with the best `score + prior * ln(1 + count)` (the earlier, more frequent one
-/// on a tie); `None` when there is none.
+/// on a tie); with an infinite `prior` (`frequent`), the most frequent answer, the best-scored among
+/// equally frequent ones. `None` when there is none.
 pub fn pick(scores: &[f64], counts: &[usize], prior: f32) -> Option<usize> {
+    let key = |s: f64, n: usize| {
+        if prior.is_infinite() {
+            (n as f64, s)
+        } else {
+            (s + f64::from(prior) * (n as f64).ln_1p(), 0.0)
+        }
+    };
     scores
         .iter()
         .zip(counts)
-        .map(|(s, &n)| s + f64::from(prior) * (n as f64).ln_1p())
+        .map(|(&s, &n)| key(s, n))
         .enumerate()
-        .max_by(|(i, a), (j, b)| a.total_cmp(b).then(j.cmp(i)))
+        .max_by(|(i, a), (j, b)| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)).then(j.cmp(i)))
         .map(|(i, _)| i)
 }
 
@@ -159,5 +167,18 @@ mod tests {
         // a tie goes to the earlier (more frequent) answer
         assert_eq!(pick(&[-1.0, -1.0], &[2, 2], 1.0), Some(0));
         assert_eq!(pick(&[], &[], 1.0), None);
+    }
+
+    #[test]
+    fn frequent_takes_the_count_and_lets_the_model_break_its_ties() {
+        // the model's 50 nats for the rare answer do not outweigh one more item
+        assert_eq!(pick(&[-60.0, -10.0], &[3, 2], f32::INFINITY), Some(0));
+        // among equally frequent answers the model's likeliest
+        assert_eq!(
+            pick(&[-9.0, -2.0, -1.0], &[3, 3, 1], f32::INFINITY),
+            Some(1)
+        );
+        // a full tie: the earlier answer
+        assert_eq!(pick(&[-1.0, -1.0], &[2, 2], f32::INFINITY), Some(0));
     }
 }

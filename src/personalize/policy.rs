@@ -8,7 +8,7 @@
 //! output, teacher-forced, per token. Free text is scored by ROUGE, not by the likelihood: on LaMP-7
 //! the direction raised the likelihood of the users' tweets while its replies lost ROUGE
 //! (docs/evaluation.md, "SmolLM2-135M, LaMP-7"). The best way is kept when it beats the task
-//! family's reference way (chosen on the train split: `words@2` for labels, `labels@0` for ratings,
+//! family's reference way (chosen on the train split: `frequent` for labels, `labels@0` for ratings,
 //! `none` for free text) beyond the items' own noise; when every way scores the same, nothing is
 //! personalised; in between, the reference is used, and the policy says why. [`choose`] is that
 //! rule, pure; [`Personalizer::choose_policy`] scores through the model.
@@ -66,6 +66,10 @@ pub enum Way {
         #[serde(default, skip_serializing_if = "is_zero")]
         words: f32,
     },
+    /// The answer the user's history gives most often, equally frequent ones told apart by the
+    /// model's likelihood: the `labels` way with the counts' weight beyond any score
+    /// ([`super::labels::pick`] with an infinite weight); nothing is generated.
+    Frequent,
 }
 
 fn is_zero(x: &f32) -> bool {
@@ -74,7 +78,7 @@ fn is_zero(x: &f32) -> bool {
 
 impl Way {
     /// A short name for reports: `none`, `insight`, `retrieval`, `align@1`, `insight+align@1`,
-    /// `words@2`, `prior@1`, `words@2+prior@1`, `labels@1`.
+    /// `words@2`, `prior@1`, `words@2+prior@1`, `labels@1`, `frequent`.
     pub fn name(&self) -> String {
         match self {
             Way::None => "none".into(),
@@ -87,6 +91,7 @@ impl Way {
             Way::Words { strength, prior } => format!("words@{strength}+prior@{prior}"),
             Way::Labels { prior, words } if *words == 0.0 => format!("labels@{prior}"),
             Way::Labels { prior, words } => format!("labels@{prior}+words@{words}"),
+            Way::Frequent => "frequent".into(),
         }
     }
 
@@ -114,10 +119,11 @@ impl Way {
     }
 
     /// The weight of the user's counts, for the `labels` way (which answers with one of the user's
-    /// own answers instead of generating).
+    /// own answers instead of generating); infinite for `frequent`.
     pub fn labels(&self) -> Option<f32> {
         match self {
             Way::Labels { prior, .. } => Some(*prior),
+            Way::Frequent => Some(f32::INFINITY),
             _ => None,
         }
     }
@@ -151,7 +157,7 @@ impl std::str::FromStr for Way {
     type Err = String;
 
     /// `none`, `insight`, `retrieval`, `align@G`, `insight+align@G`, `words@S`, `prior@P`,
-    /// `words@S+prior@P`, `labels@P`, `labels@P+words@S` (`@G` may be left out: the default strength,
+    /// `words@S+prior@P`, `labels@P`, `labels@P+words@S`, `frequent` (`@G` may be left out: the default strength,
     /// [`super::DEFAULT_GAMMA`]; `@S` and `@P`: 1).
     fn from_str(s: &str) -> Result<Way, String> {
         if let Some((labels, words)) = s.split_once("+words")
@@ -210,9 +216,10 @@ impl std::str::FromStr for Way {
                 prior: given.unwrap_or(1.0),
                 words: 0.0,
             }),
+            "frequent" if given.is_none() => Ok(Way::Frequent),
             _ => Err(format!(
                 "`{s}` is not a way: none, insight, retrieval, align@G, insight+align@G, words@S, \
-                 prior@P, words@S+prior@P, labels@P, labels@P+words@S"
+                 prior@P, words@S+prior@P, labels@P, labels@P+words@S, frequent"
             )),
         }
     }
@@ -258,9 +265,9 @@ impl PolicyParams {
     }
 }
 
-/// The strength of label tasks' reference way, `words@2` (docs/evaluation.md: chosen on the train
-/// split); `eval`'s `words` methods use it by default.
-pub const LABEL_REFERENCE_STRENGTH: f32 = 2.0;
+/// The strength of the `words` way chosen on the train split (docs/evaluation.md: 1 / 2 / 4 / 8),
+/// and label tasks' reference until `frequent` replaced it; `eval`'s `words` methods use it by default.
+pub const WORDS_STRENGTH: f32 = 2.0;
 
 /// The weight of the counts in rating tasks' reference way, `labels@0`: the model's choice among the
 /// scores the user has given (docs/evaluation.md: chosen on the train split, where it beat `prior@1`
@@ -290,7 +297,7 @@ pub fn default_policy_params(gamma: f32) -> PolicyParams {
                 prior: 0.0,
             },
             Way::Words {
-                strength: 2.0,
+                strength: WORDS_STRENGTH,
                 prior: 0.0,
             },
             Way::Words {
@@ -313,11 +320,9 @@ pub fn default_policy_params(gamma: f32) -> PolicyParams {
                 prior: 2.0,
                 words: 0.0,
             },
+            Way::Frequent,
         ],
-        label_reference: Way::Words {
-            strength: LABEL_REFERENCE_STRENGTH,
-            prior: 0.0,
-        },
+        label_reference: Way::Frequent,
         rating_reference: Way::Labels {
             prior: RATING_REFERENCE_PRIOR,
             words: 0.0,
@@ -1262,10 +1267,15 @@ mod tests {
             "labels@0",
             "labels@4",
             "labels@2+words@2",
+            "frequent",
         ] {
             let w: Way = s.parse().unwrap();
             assert_eq!(w.name(), s);
+            let stored = serde_json::to_value(w).unwrap();
+            assert_eq!(serde_json::from_value::<Way>(stored).unwrap(), w);
         }
+        assert!("frequent@2".parse::<Way>().is_err());
+        assert_eq!(Way::Frequent.labels(), Some(f32::INFINITY));
         assert_eq!(
             "labels@2".parse::<Way>().unwrap().labels(),
             Some(2.0),

@@ -60,10 +60,15 @@ impl Evaluator<'_> {
                 &params,
             ));
         }
-        // the ways with a prior came later, and the `labels` ways after them: scores stored among an
-        // earlier candidate list are reused, and only the ways added since are read
-        let without_labels: Vec<Way> = params
+        // the ways with a prior came later, the `labels` ways after them, and `frequent` last: scores
+        // stored among an earlier candidate list are reused, and only the ways added since are read
+        let without_frequent: Vec<Way> = params
             .candidates
+            .iter()
+            .copied()
+            .filter(|w| *w != Way::Frequent)
+            .collect();
+        let without_labels: Vec<Way> = without_frequent
             .iter()
             .copied()
             .filter(|w| w.labels().is_none())
@@ -74,7 +79,7 @@ impl Evaluator<'_> {
             .filter(|w| w.prior() == 0.0)
             .collect();
         let mut known = Vec::new();
-        for before in [without_labels, without_prior] {
+        for before in [without_frequent, without_labels, without_prior] {
             if before.len() == params.candidates.len() {
                 continue;
             }
