@@ -88,7 +88,12 @@ fn ok(out: &Output) -> String {
 fn every_method_answers_every_question_and_reruns_reuse_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let (db, out) = (dir.path().join("eval.db"), dir.path().join("pred.json"));
-    let table = ok(&eval(&db, &out, &[]));
+    let scores = dir.path().join("scores.jsonl");
+    let table = ok(&eval(
+        &db,
+        &out,
+        &["--label-scores", scores.to_str().unwrap()],
+    ));
 
     // the table: a heading, a header row, a rule, one row per method in the order asked
     let lines: Vec<&str> = table.lines().filter(|l| l.starts_with('|')).collect();
@@ -213,6 +218,31 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
             .find(|p| p["method"] == "labels" && p["id"] == q["id"])
             .unwrap();
         assert!(tags.contains(&&l["answer"]), "{l} not one of {tags:?}");
+    }
+    // `--label-scores`: a line per question, every LaMP-2 tag scored three ways; `labels` (at weight
+    // 0) answered the user's own tag that the dump's `full` scores highest
+    let dumped: Vec<serde_json::Value> = std::fs::read_to_string(&scores)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dumped.len(), 4);
+    for d in &dumped {
+        let n = d["labels"].as_array().unwrap().len();
+        assert!(n >= 15, "{d}");
+        for field in ["counts", "tokens", "full", "cf", "bare"] {
+            assert_eq!(d[field].as_array().unwrap().len(), n, "{field}: {d}");
+        }
+        let f = |i: usize| d["full"][i].as_f64().unwrap();
+        let best = (0..n)
+            .filter(|&i| d["counts"][i].as_u64().unwrap() > 0)
+            .max_by(|&a, &b| f(a).total_cmp(&f(b)).then(b.cmp(&a)))
+            .unwrap();
+        let l = preds
+            .iter()
+            .find(|p| p["method"] == "labels" && p["id"] == d["id"])
+            .unwrap();
+        assert_eq!(l["raw"], d["labels"][best], "{d}");
     }
     // `labels-other-user` answers with the other user's tags: each of its answers is a tag of a
     // question of the other user
