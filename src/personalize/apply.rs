@@ -316,11 +316,6 @@ impl PromptPart {
     }
 }
 
-/// The weight of the counts with which `frequent`, where a reply must be generated (chat, the
-/// server), answers as `prior@P`: the largest weight tried on the train split, where `labels@16`
-/// answered nearly as the count alone (docs/evaluation.md).
-pub const FREQUENT_AS_PRIOR: f32 = 16.0;
-
 /// What a `labels` way chooses among and how ([`super::labels::choose`]).
 #[derive(Debug, Clone, Copy)]
 pub struct LabelChoice<'p> {
@@ -395,15 +390,7 @@ pub fn prompt_part_for(
         .unwrap_or_default();
     // the prior counts the history the store holds now, as retrieval reads it; a `labels` way that
     // must generate (chat, the server) answers as its twin `prior@P`
-    let bias = with_prior(
-        model,
-        words.clone(),
-        way.prior()
-            + way
-                .labels()
-                .map_or(0.0, |p| if p.is_finite() { p } else { FREQUENT_AS_PRIOR }),
-        &history,
-    )?;
+    let bias = with_prior(model, words.clone(), way.generated_prior(), &history)?;
     let labels = if way.labels().is_some() {
         super::labels::user_labels(&history)
     } else {

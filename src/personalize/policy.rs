@@ -128,6 +128,17 @@ impl Way {
         }
     }
 
+    /// The weight of the answer prior where a reply is generated (`chat`, the server): the `prior`
+    /// way's own, and a `labels` way answers as its twin `prior@P`, `frequent` as
+    /// `prior@`[`FREQUENT_AS_PRIOR`].
+    pub fn generated_prior(&self) -> f32 {
+        match self.labels() {
+            Some(p) if p.is_finite() => self.prior() + p,
+            Some(_) => FREQUENT_AS_PRIOR,
+            None => self.prior(),
+        }
+    }
+
     /// The strength of the edit, for ways that edit the model.
     pub fn gamma(&self) -> Option<f32> {
         match self {
@@ -268,6 +279,11 @@ impl PolicyParams {
 /// The strength of the `words` way chosen on the train split (docs/evaluation.md: 1 / 2 / 4 / 8),
 /// and label tasks' reference until `frequent` replaced it; `eval`'s `words` methods use it by default.
 pub const WORDS_STRENGTH: f32 = 2.0;
+
+/// The weight of the counts with which `frequent`, where a reply must be generated (chat, the
+/// server), answers as `prior@P`: the largest weight tried on the train split, where `labels@16`
+/// answered nearly as the count alone (docs/evaluation.md).
+pub const FREQUENT_AS_PRIOR: f32 = 16.0;
 
 /// The weight of the counts in rating tasks' reference way, `labels@0`: the model's choice among the
 /// scores the user has given (docs/evaluation.md: chosen on the train split, where it beat `prior@1`

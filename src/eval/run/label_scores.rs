@@ -28,6 +28,10 @@ impl Evaluator<'_> {
                 all.push(((*l).to_string(), 0));
             }
         }
+        let tokens = all
+            .iter()
+            .map(|(l, _)| self.model.tokenize(l, false, false).map(|t| t.len()))
+            .collect::<Result<Vec<_>, _>>()?;
         let answering = Answering::default();
         let mut cf_q = ask.set.questions[user.questions[0]].clone();
         cf_q.input = "N/A".into();
@@ -40,61 +44,52 @@ impl Evaluator<'_> {
             &answering,
         )?;
         self.ctx.clear_plan();
-        let tokens = self.load(&prefix, &suffix)?;
-        let (_, cf) = crate::personalize::labels::choose(
-            &mut self.ctx,
-            self.model,
-            &tokens,
-            &all,
-            0.0,
-            None,
-            &[],
-        )?;
+        let cf = self.scores_after(&prefix, &suffix, &all)?;
+        let write_error = |source| EvalError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| EvalError::Write {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(write_error)?;
         for &qi in &user.questions {
             let q = &ask.set.questions[qi];
             let (prefix, suffix) =
                 self.prompt(Method::Labels, ask.task, ask.opts, material, q, &answering)?;
-            let tokens = self.load(&prefix, &suffix)?;
-            let (_, full) = crate::personalize::labels::choose(
-                &mut self.ctx,
-                self.model,
-                &tokens,
-                &all,
-                0.0,
-                None,
-                &[],
-            )?;
-            let bare_prompt = self.model.chat_prompt(None, &question_text(q))?;
-            let tokens = self.load("", &bare_prompt)?;
-            let (_, bare) = crate::personalize::labels::choose(
-                &mut self.ctx,
-                self.model,
-                &tokens,
-                &all,
-                0.0,
-                None,
-                &[],
-            )?;
+            let full = self.scores_after(&prefix, &suffix, &all)?;
+            let bare =
+                self.scores_after("", &self.model.chat_prompt(None, &question_text(q))?, &all)?;
             let line = serde_json::json!({
                 "user": user.key, "id": q.id, "gold": q.gold,
                 "labels": all.iter().map(|(l, _)| l).collect::<Vec<_>>(),
                 "counts": all.iter().map(|(_, n)| n).collect::<Vec<_>>(),
-                "tokens": all.iter().map(|(l, _)| self.model.tokenize(l, false, false).map(|t| t.len()).unwrap_or(0)).collect::<Vec<_>>(),
+                "tokens": tokens,
                 "full": full, "cf": cf, "bare": bare,
             });
-            writeln!(file, "{line}").map_err(|source| EvalError::Write {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            writeln!(file, "{line}").map_err(write_error)?;
         }
         Ok(())
+    }
+
+    /// Every answer's summed log-probability after `prefix + suffix` (the prefix's cache reused).
+    fn scores_after(
+        &mut self,
+        prefix: &str,
+        suffix: &str,
+        answers: &[(String, usize)],
+    ) -> Result<Vec<f64>, EvalError> {
+        let tokens = self.load(prefix, suffix)?;
+        let (_, scores) = crate::personalize::labels::choose(
+            &mut self.ctx,
+            self.model,
+            &tokens,
+            answers,
+            0.0,
+            None,
+            &[],
+        )?;
+        Ok(scores)
     }
 }
