@@ -5,7 +5,8 @@
 //!
 //! Every figure is a ratio measured in the same run, rounds alternating the variants so drift on a
 //! shared machine hits all of them alike. Run: `cargo bench --profile dev --bench batch`
-//! (SmolLM2-135M; `CHAMELEON_BENCH_MODEL=PATH` for another model).
+//! (SmolLM2-135M; `CHAMELEON_BENCH_MODEL=PATH` for another model, `CHAMELEON_BENCH_ROUNDS=N` for
+//! more rounds than 3).
 
 mod common;
 
@@ -17,6 +18,7 @@ use chameleon::steer::{EditPlan, LayerEdit};
 use common::unit;
 
 const TOKENS: usize = 64;
+/// Rounds per variant unless `CHAMELEON_BENCH_ROUNDS` says otherwise.
 const ROUNDS: usize = 3;
 
 /// A user's plan: three middle layers, as the demo's profile.
@@ -138,9 +140,14 @@ fn main() {
             true,
         )
         .unwrap();
+    let rounds = std::env::var("CHAMELEON_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(ROUNDS);
     let none = Arc::new(EditPlan::empty(model.n_layer(), model.n_embd()));
     println!(
-        "{} decoded tokens per user, median of {ROUNDS} rounds, {threads} threads, {}",
+        "{} decoded tokens per user, median of {rounds} rounds, {threads} threads, {}",
         TOKENS,
         path.display()
     );
@@ -152,7 +159,7 @@ fn main() {
         let plans: Vec<Arc<EditPlan>> = (0..n as u64).map(|u| plan(&model, u + 1)).collect();
         let nones = vec![none.clone(); n];
         let (mut own, mut plain, mut serial) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             // alternate the order so drift hits every variant alike
             if round % 2 == 0 {
                 own.push(batched(&model, &prompt, &plans, threads));
