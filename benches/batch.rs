@@ -47,9 +47,17 @@ fn argmax(v: &[f32]) -> Token {
         .0 as Token
 }
 
+/// Seconds a run took: until every user had their first token (the mean over users), and of the
+/// decode steps after it.
+#[derive(Clone, Copy)]
+struct Times {
+    first_token: f64,
+    decode: f64,
+}
+
 /// Decode `TOKENS` tokens for every sequence in one batch per step (greedy), after a one-batch
-/// prefill; seconds of the decode steps.
-fn batched(model: &Model, prompt: &[Token], plans: &[Arc<EditPlan>], threads: usize) -> f64 {
+/// prefill: every user's first token comes from the prefill.
+fn batched(model: &Model, prompt: &[Token], plans: &[Arc<EditPlan>], threads: usize) -> Times {
     let n = plans.len();
     let mut ctx = model
         .new_context(&ContextParams {
@@ -73,11 +81,13 @@ fn batched(model: &Model, prompt: &[Token], plans: &[Arc<EditPlan>], threads: us
         }
         last.push(rows.len() - 1);
     }
+    let arrived = Instant::now();
     ctx.decode_rows(&rows).expect("prefill");
     let mut next: Vec<Token> = last
         .iter()
         .map(|&r| argmax(ctx.row_logits(r).unwrap()))
         .collect();
+    let first_token = arrived.elapsed().as_secs_f64();
     let start = Instant::now();
     for step in 0..TOKENS {
         let rows: Vec<BatchRow> = plans
@@ -94,12 +104,16 @@ fn batched(model: &Model, prompt: &[Token], plans: &[Arc<EditPlan>], threads: us
         ctx.decode_rows(&rows).expect("decode");
         next = (0..n).map(|i| argmax(ctx.row_logits(i).unwrap())).collect();
     }
-    start.elapsed().as_secs_f64()
+    Times {
+        first_token,
+        decode: start.elapsed().as_secs_f64(),
+    }
 }
 
 /// The same users one after another in one context: plan swapped, cache cleared, prompt read, then
-/// `TOKENS` decoded; seconds of the decode steps (prompts excluded, as in `batched`).
-fn one_by_one(model: &Model, prompt: &[Token], plans: &[Arc<EditPlan>], threads: usize) -> f64 {
+/// `TOKENS` decoded. All arrive at once, so a user's first token waits for everyone served before
+/// them; the decode time excludes the prompts, as in `batched`.
+fn one_by_one(model: &Model, prompt: &[Token], plans: &[Arc<EditPlan>], threads: usize) -> Times {
     let mut ctx = model
         .new_context(&ContextParams {
             n_ctx: (2 * (prompt.len() + TOKENS)) as u32,
@@ -108,11 +122,14 @@ fn one_by_one(model: &Model, prompt: &[Token], plans: &[Arc<EditPlan>], threads:
         })
         .expect("context");
     let mut total = 0.0;
+    let mut first_tokens = 0.0;
+    let arrived = Instant::now();
     for plan in plans {
         ctx.set_plan(plan.clone()).expect("plan");
         ctx.clear();
         ctx.eval(prompt, false).expect("prompt");
         let mut tok = argmax(&ctx.last_logits());
+        first_tokens += arrived.elapsed().as_secs_f64();
         let start = Instant::now();
         for _ in 0..TOKENS {
             ctx.eval(&[tok], false).expect("decode");
@@ -120,7 +137,10 @@ fn one_by_one(model: &Model, prompt: &[Token], plans: &[Arc<EditPlan>], threads:
         }
         total += start.elapsed().as_secs_f64();
     }
-    total
+    Times {
+        first_token: first_tokens / plans.len() as f64,
+        decode: total,
+    }
 }
 
 fn main() {
@@ -152,9 +172,10 @@ fn main() {
         path.display()
     );
     println!(
-        "| users | batched, own profiles (tok/s) | vs batched, no profiles | vs one after another |"
+        "| users | batched, own profiles (tok/s) | vs batched, no profiles | vs one after another \
+         | time to first token, batched, own / no profiles (ms) | one after another (ms) |"
     );
-    println!("|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|");
     for n in [1usize, 2, 4, 8] {
         let plans: Vec<Arc<EditPlan>> = (0..n as u64).map(|u| plan(&model, u + 1)).collect();
         let nones = vec![none.clone(); n];
@@ -171,17 +192,22 @@ fn main() {
                 own.push(batched(&model, &prompt, &plans, threads));
             }
         }
-        let med = |mut v: Vec<f64>| {
+        let med = |v: &[Times], f: fn(&Times) -> f64| {
+            let mut v: Vec<f64> = v.iter().map(f).collect();
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let (own, plain, serial) = (med(own), med(plain), med(serial));
+        let decode = |t: &Times| t.decode;
+        let first = |t: &Times| t.first_token * 1e3;
         let tokens = (n * TOKENS) as f64;
         println!(
-            "| {n} | {:.0} | {:.2}x | {:.2}x |",
-            tokens / own,
-            plain / own,
-            serial / own
+            "| {n} | {:.0} | {:.2}x | {:.2}x | {:.0} / {:.0} | {:.0} |",
+            tokens / med(&own, decode),
+            med(&plain, decode) / med(&own, decode),
+            med(&serial, decode) / med(&own, decode),
+            med(&own, first),
+            med(&plain, first),
+            med(&serial, first),
         );
     }
 }
