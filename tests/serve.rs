@@ -1103,3 +1103,109 @@ fn vector_profiles_run_in_the_graph_one_profile_per_batch() {
     let h = health(&server);
     assert!(h["vector_switches"].as_u64().unwrap() >= 5, "{h}");
 }
+
+/// Open a streaming chat request on a raw connection and read until `chunks` SSE data lines have
+/// arrived; the connection, still open, is returned with them.
+fn open_stream(server: &Server, body: &str, chunks: usize) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let host = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 1024];
+    while String::from_utf8_lossy(&raw).matches("data: ").count() < chunks {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the stream ended early: {}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&buf[..n]);
+    }
+    stream
+}
+
+/// A client that leaves mid-stream frees its sequence within a few decode steps (its answer would
+/// have run on for hundreds of tokens), and SIGTERM with a request in flight stops the server
+/// cleanly: the stream ends and the process exits with status 0.
+#[test]
+fn a_client_that_leaves_frees_its_sequence_and_sigterm_stops_cleanly() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    chameleon(&db, &["user", "add", "ann"]);
+    let mut server = serve(&db, &["--parallel", "2"]);
+    let long = |stream: bool, max_tokens: u32| {
+        json!({
+            "model": "smollm2-135m",
+            "messages": [{"role": "user", "content": "Tell me everything you know about the history of Rome."}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stream": stream,
+        })
+        .to_string()
+    };
+    // the same greedy answer runs to the limit when nobody leaves
+    let (status, _, body) = post(&server, "/v1/chat/completions", &[], &long(false, 200));
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["usage"]["completion_tokens"], 200, "{body}");
+
+    let stream = open_stream(&server, &long(true, 1000), 8);
+    let before = health(&server);
+    assert_eq!(before["running"], 1, "{before}");
+    drop(stream);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let h = health(&server);
+        if h["running"] == 0 {
+            break h;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sequence is still running after its client left: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let steps = after["batches"].as_u64().unwrap() - before["batches"].as_u64().unwrap();
+    assert!(
+        steps < 100,
+        "{steps} decode steps after the client left (the answer runs past 200 tokens)"
+    );
+
+    // SIGTERM with a stream in flight
+    let mut stream = open_stream(&server, &long(true, 1000), 4);
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    // the client is not left hanging: its stream reaches its end
+    let mut rest = Vec::new();
+    let end = stream.read_to_end(&mut rest);
+    assert!(end.is_ok(), "the stream did not end: {end:?}");
+}
