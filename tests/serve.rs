@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 struct Server {
     child: Child,
     url: String,
+    /// What it has written to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Drop for Server {
@@ -60,8 +62,16 @@ fn serve(db: &Path, extra: &[&str]) -> Server {
         }
     };
     // keep draining the log so the server never blocks on a full pipe
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut log = kept.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    Server { child, url, log }
 }
 
 fn agent() -> ureq::Agent {
@@ -1208,4 +1218,53 @@ fn a_client_that_leaves_frees_its_sequence_and_sigterm_stops_cleanly() {
     let mut rest = Vec::new();
     let end = stream.read_to_end(&mut rest);
     assert!(end.is_ok(), "the stream did not end: {end:?}");
+}
+
+/// No prompt text reaches the server's log unless `--log-prompts` asks for it: not a user's request,
+/// not one that fails (a prompt longer than the context).
+#[test]
+fn prompts_stay_out_of_the_log_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    chameleon(&db, &["user", "add", "ann"]);
+    let secret = "my neighbour's wifi password is zebra-lighthouse";
+    let ask = |server: &Server| {
+        let body = json!({
+            "model": "smollm2-135m:ann",
+            "messages": [{"role": "user", "content": secret}],
+            "max_tokens": 4,
+            "temperature": 0,
+        });
+        let (status, _, reply) = post(server, "/v1/chat/completions", &[], &body.to_string());
+        assert_eq!(status, 200, "{reply}");
+        // longer than the context: an error, whose message must not quote it either
+        let long = format!("{secret} ").repeat(400);
+        let body = json!({"messages": [{"role": "user", "content": long}], "max_tokens": 4});
+        let (status, _, reply) = post(server, "/v1/chat/completions", &[], &body.to_string());
+        assert!(status >= 400, "{status} {reply}");
+        assert!(
+            !reply.contains("zebra"),
+            "the error quotes the prompt: {reply}"
+        );
+        // the log is written before the answer is sent, but read by another thread
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = server.log.lock().unwrap().clone();
+            if log.contains("request 2") || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let quiet = serve(&db, &[]);
+    let log = ask(&quiet);
+    assert!(log.contains("request 1 for"), "{log}");
+    assert!(!log.contains("zebra"), "a prompt reached the log: {log}");
+    drop(quiet);
+    let told = serve(&db, &["--log-prompts"]);
+    let log = ask(&told);
+    assert!(
+        log.contains("zebra-lighthouse"),
+        "--log-prompts logged no prompt: {log}"
+    );
 }
