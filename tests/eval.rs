@@ -118,6 +118,8 @@ fn every_method_answers_every_question_and_reruns_reuse_the_store() {
 
     // the predictions: every method answered every question
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    // the thread count the answers were decoded with is on record (it can change greedy answers)
+    assert_eq!(doc["options"]["threads"], 2, "{}", doc["options"]);
     let preds = doc["predictions"].as_array().unwrap();
     assert_eq!(preds.len(), METHODS.len() * 4);
     for method in METHODS {

@@ -776,7 +776,13 @@ impl<'a> Evaluator<'a> {
                 "seed": opts.seed,
                 "answer_tokens": answer_tokens,
                 "words_strength": opts.words_strength,
-                "prior_strength": opts.prior_strength,
+                // JSON has no infinity: `frequent`'s weight is written as `--prior-strength` takes it
+                "prior_strength": if opts.prior_strength.is_finite() {
+                    serde_json::json!(opts.prior_strength)
+                } else {
+                    serde_json::json!("inf")
+                },
+                "threads": self.ctx.n_threads(),
                 "fit": fit_params,
             }),
             rows,

@@ -313,6 +313,13 @@ impl<'m> Context<'m> {
         self.n_ctx
     }
 
+    /// The CPU threads llama.cpp decodes with (greedy answers can differ between thread counts:
+    /// docs/evaluation.md, Findings).
+    pub fn n_threads(&self) -> usize {
+        // SAFETY: `ptr` is a live context.
+        unsafe { sys::llama_n_threads(self.ptr.as_ptr()) }.max(0) as usize
+    }
+
     fn hook_mut(&mut self) -> Option<&mut HookState> {
         // SAFETY: the state is only touched by the callback during `llama_decode`, which runs inside
         // methods holding `&mut self`; here no decode is running, so this is the only reference.
