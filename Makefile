@@ -61,4 +61,4 @@ models:
 
 bench: setup
 	models/fetch.sh smollm2-135m
-	$(CARGO) bench --profile dev --bench engine --bench store
+	$(CARGO) bench --profile dev --bench engine --bench store --bench batch
