@@ -1268,3 +1268,47 @@ fn prompts_stay_out_of_the_log_unless_asked() {
         "--log-prompts logged no prompt: {log}"
     );
 }
+
+/// `stop` (a string or a list) ends the answer before the first stop text, which is not returned;
+/// `seed` makes a sampled answer reproducible.
+#[test]
+fn stop_texts_and_seeds_behave_as_in_the_openai_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    chameleon(&db, &["user", "add", "ann"]);
+    let server = serve(&db, &[]);
+    let answer = |extra: Value| -> (String, String) {
+        let (status, _, body) = post(&server, "/v1/chat/completions", &[], &chat_body(extra));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        (
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            v["choices"][0]["finish_reason"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    let (full, _) = answer(json!({}));
+    // a word from the middle of the greedy answer
+    let words: Vec<&str> = full.split_whitespace().collect();
+    assert!(words.len() >= 4, "a longer answer is needed: {full:?}");
+    let word = words[words.len() / 2];
+    let cut = &full[..full.find(word).unwrap()];
+    for stop in [json!(word), json!(["no such text here", word])] {
+        let (text, finish) = answer(json!({ "stop": stop }));
+        assert_eq!(text, cut, "stop {stop}");
+        assert_eq!(finish, "stop", "stop {stop}");
+    }
+    // sampling: the same seed, the same answer
+    let sampled = |seed: u64| answer(json!({"temperature": 1.0, "top_p": 0.95, "seed": seed})).0;
+    assert_eq!(sampled(7), sampled(7));
+    let others: Vec<String> = (1..=4).map(sampled).collect();
+    assert!(
+        others.iter().any(|o| *o != others[0]),
+        "four seeds gave one answer: {others:?}"
+    );
+}
