@@ -1270,7 +1270,7 @@ fn prompts_stay_out_of_the_log_unless_asked() {
 }
 
 /// `stop` (a string or a list) ends the answer before the first stop text, which is not returned;
-/// `seed` makes a sampled answer reproducible.
+/// `seed` makes a sampled answer reproducible; unknown fields are ignored.
 #[test]
 fn stop_texts_and_seeds_behave_as_in_the_openai_api() {
     let dir = tempfile::tempdir().unwrap();
@@ -1293,6 +1293,9 @@ fn stop_texts_and_seeds_behave_as_in_the_openai_api() {
         )
     };
     let (full, _) = answer(json!({}));
+    // fields the server does not know are ignored, as OpenAI-compatible servers do
+    let (same, _) = answer(json!({"presence_penalty": 0, "a_future_field": {"x": [1, 2]}}));
+    assert_eq!(same, full);
     // a word from the middle of the greedy answer
     let words: Vec<&str> = full.split_whitespace().collect();
     assert!(words.len() >= 4, "a longer answer is needed: {full:?}");
