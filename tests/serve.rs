@@ -272,6 +272,14 @@ fn chat_body(extra: Value) -> String {
     body.to_string()
 }
 
+/// The text of a chat completion's first choice.
+fn content(v: &Value) -> String {
+    v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn each_request_is_answered_through_its_own_users_profile() {
     let dir = tempfile::tempdir().unwrap();
@@ -960,13 +968,7 @@ fn a_next_turn_continues_the_cached_conversation_under_the_same_edit_only() {
     let db = store(dir.path());
     let usage = |body: &str| -> (Value, String) {
         let v: Value = serde_json::from_str(body).unwrap();
-        (
-            v["usage"].clone(),
-            v["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        )
+        (v["usage"].clone(), content(&v))
     };
     let turn = |server: &Server, user: &str, messages: &Value| {
         let body = json!({
@@ -1064,13 +1066,7 @@ fn vector_profiles_run_in_the_graph_one_profile_per_batch() {
         let (status, header, body) = post(&server, "/v1/chat/completions", &[], &chat_body(extra));
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
-        (
-            v["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-            header,
-        )
+        (content(&v), header)
     };
     // one after another: each alone, the vector changing with the profile, not for a repeat
     let (text, header) = ask(Some("ana"));
@@ -1282,10 +1278,7 @@ fn stop_texts_and_seeds_behave_as_in_the_openai_api() {
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         (
-            v["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap()
-                .to_string(),
+            content(&v),
             v["choices"][0]["finish_reason"]
                 .as_str()
                 .unwrap()
