@@ -513,7 +513,7 @@ fn the_answer_prior_counts_the_first_token_of_each_label() {
 /// The `labels` way answers with one of the user's own answers: the one whose tokens the model finds
 /// likeliest after the prompt (each score the summed teacher-forced log-probability that
 /// `score_after_prefix` gives), plus the counts' prior, so that a large prior gives the user's most
-/// frequent answer. `generate --way labels@P` prints that answer; a user whose answers do not repeat
+/// frequent answer (and `frequent`, with no model, exactly that). `generate --way labels@P` prints that answer; a user whose answers do not repeat
 /// (free text) has none to choose among, which is a clear error.
 #[test]
 fn the_labels_way_chooses_among_the_users_own_answers() {
@@ -586,6 +586,10 @@ fn the_labels_way_chooses_among_the_users_own_answers() {
     assert_eq!(chosen.as_deref(), Some(labels[best].0.as_str()));
     let (counted, _) = choose(&mut c, &m, &tokens, &labels, 50.0, None, &[]).unwrap();
     assert_eq!(counted.as_deref(), Some("dark comedy"));
+    // `frequent` is the count alone: the model is not asked
+    let (frequent, none) = choose(&mut c, &m, &tokens, &labels, f32::INFINITY, None, &[]).unwrap();
+    assert_eq!(frequent.as_deref(), Some("dark comedy"));
+    assert!(none.is_empty(), "no scores without the model");
 
     // through the binary, on a real-answer profile
     fit_user(&db, "ed", "align", "4");

@@ -389,3 +389,41 @@ fn a_missing_split_is_a_clear_error() {
     );
     assert!(err.contains("hint:"), "{err}");
 }
+
+/// `frequent` (`labels` at an infinite weight) is the count alone: on this fixture, where every
+/// user's tags are a full tie, it answers exactly as `no-model` does (the tag given first), and
+/// another user's counts answer with theirs.
+#[test]
+fn frequent_answers_as_the_count_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, out) = (dir.path().join("eval.db"), dir.path().join("pred.json"));
+    ok(&eval(
+        &db,
+        &out,
+        &[
+            "--methods",
+            "labels,labels-other-user,no-model",
+            "--prior-strength",
+            "inf",
+        ],
+    ));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let preds = doc["predictions"].as_array().unwrap();
+    let answer = |method: &str, id: &str| {
+        preds
+            .iter()
+            .find(|p| p["method"] == method && p["id"] == id)
+            .unwrap_or_else(|| panic!("{method} answered {id}"))["answer"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for id in ["2001", "2002", "2003", "2004"] {
+        assert_eq!(answer("labels", id), answer("no-model", id), "question {id}");
+    }
+    assert_eq!(answer("labels", "2001"), "sci-fi");
+    assert_eq!(answer("labels", "2003"), "true story");
+    assert_eq!(answer("labels-other-user", "2001"), "true story");
+    assert_eq!(answer("labels-other-user", "2003"), "sci-fi");
+    assert_eq!(doc["options"]["prior_strength"], "inf");
+}

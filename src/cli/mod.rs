@@ -58,7 +58,13 @@ pub struct Global {
     pub db: Option<PathBuf>,
     /// A file holding the store's key (mode 0600), looked at after `$CHAMELEON_DB_KEY` and the
     /// keystore.
-    #[arg(long, global = true, value_name = "PATH", env = "CHAMELEON_KEY_FILE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "CHAMELEON_KEY_FILE",
+        hide_env_values = true
+    )]
     pub key_file: Option<PathBuf>,
 }
 

@@ -49,6 +49,7 @@ use super::metrics::{MetricError, extract_answer, per_question, score};
 use super::prompts::history_prompt;
 use super::report::{EvalReport, MethodRow, Prediction, compare_with_instruct, invalid_answers};
 use crate::llm::{Context, ContextParams, GenerateOptions, LlmError, Model, Token};
+use crate::personalize::labels::FREQUENT_TIES;
 use crate::personalize::policy::{UserContext, way_prompt};
 use crate::personalize::prompts::{PROMPT_VERSION, clip_chars, personalised_instruction};
 use crate::personalize::{
@@ -416,15 +417,21 @@ impl<'a> Evaluator<'a> {
             answer_tokens,
             bar: &bar,
         };
+        // `frequent` (`labels` at an infinite weight, no `words`) is the count alone: no insight
+        let counts_only = opts.prior_strength.is_infinite()
+            && opts.labels_words == 0.0
+            && opts.label_scores.is_none();
         // each user's own profiles, kept for `other-user` and `align-other-user`
         let mut own_profiles: Vec<Option<Profile>> = Vec::with_capacity(users.len());
         let mut own_aligned: Vec<Option<Profile>> = Vec::with_capacity(users.len());
         for (ui, user) in users.iter().enumerate() {
             self.check_interrupt()?;
             bar.set_message(format!("user {}", user.key));
-            let needs_material = methods
-                .iter()
-                .any(|&m| !matches!(m, Method::HistoryPrompt | Method::NoModel));
+            let needs_material = methods.iter().any(|&m| match m {
+                Method::HistoryPrompt | Method::NoModel => false,
+                Method::Labels | Method::LabelsOtherUser => !counts_only,
+                _ => true,
+            });
             let material = if needs_material {
                 bar.set_prefix("insights");
                 Some(self.personalizer.material(&user.name, &fit_params)?)
@@ -644,7 +651,12 @@ impl<'a> Evaluator<'a> {
             for (user, donor) in users.iter().zip(donors(&profiled)) {
                 self.check_interrupt()?;
                 bar.set_message(format!("user {}", user.key));
-                let material = self.personalizer.material(&user.name, &fit_params)?;
+                // with no one to lend answers, the control is asked as `instruct` is
+                let material = if counts_only && donor.is_some() {
+                    None
+                } else {
+                    Some(self.personalizer.material(&user.name, &fit_params)?)
+                };
                 let lent = donor.and_then(|d| profiles[d].as_ref());
                 if lent.is_none() {
                     *no_profile.entry(method).or_default() += 1;
@@ -668,7 +680,7 @@ impl<'a> Evaluator<'a> {
                     Answering::edit(lent.map(|p| (p, s)))
                 };
                 let out = predictions.get_mut(&method).expect("every method");
-                self.answer_user(&ask, method, user, Some(&material), answering, out)?;
+                self.answer_user(&ask, method, user, material.as_ref(), answering, out)?;
             }
             if log_lines {
                 eprintln!(
@@ -686,7 +698,12 @@ impl<'a> Evaluator<'a> {
             // every user has answers to lend
             for (user, donor) in users.iter().zip(donors(&vec![true; users.len()])) {
                 self.check_interrupt()?;
-                let material = self.personalizer.material(&user.name, &fit_params)?;
+                // with no one to lend answers, the control is asked as `instruct` is
+                let material = if counts_only && donor.is_some() {
+                    None
+                } else {
+                    Some(self.personalizer.material(&user.name, &fit_params)?)
+                };
                 let lent = match donor {
                     Some(d) => crate::personalize::labels::user_labels(
                         &self
@@ -700,7 +717,7 @@ impl<'a> Evaluator<'a> {
                     ..Default::default()
                 };
                 let out = predictions.get_mut(&method).expect("every method");
-                self.answer_user(&ask, method, user, Some(&material), answering, out)?;
+                self.answer_user(&ask, method, user, material.as_ref(), answering, out)?;
             }
         }
         bar.finish_and_clear();
@@ -825,21 +842,26 @@ impl<'a> Evaluator<'a> {
             // `auto` answering `none`: `instruct`'s prompt, no edit, no bias: `instruct`'s answers
             (Some(Way::None), None, None) => run_key(ask.common, Method::Instruct, ask.fit, None),
             // `auto`: the way decides the prompt, and its edit or bias (if any) the rest
-            (Some(way), edit, words) => run_key(
-                ask.common,
-                method,
-                fit,
-                Some(&serde_json::json!({
+            (Some(way), edit, words) => {
+                let mut what = serde_json::json!({
                     "way": way,
                     "profile": edit.map(|(p, _)| p).or(words.map(|(p, _)| p)).map(profile_identity),
-                })),
-            ),
+                });
+                if way == Way::Frequent {
+                    // answers stored while the model broke `frequent`'s ties are not these
+                    what["ties"] = FREQUENT_TIES.into();
+                }
+                run_key(ask.common, method, fit, Some(&what))
+            }
             (None, _, words) if answering.labels.is_some() => {
                 // an infinite weight (`frequent`) has no JSON number
                 let weight = answering.labels.map_or(0.0, |(_, p)| p);
                 let mut what = serde_json::json!({
                     "labels": if weight.is_finite() { weight.into() } else { serde_json::json!("frequent") },
                 });
+                if weight.is_infinite() {
+                    what["ties"] = FREQUENT_TIES.into();
+                }
                 if let Some((p, strength)) = words {
                     what["words"] = strength.into();
                     what["profile"] = profile_identity(p);
@@ -884,14 +906,21 @@ impl<'a> Evaluator<'a> {
             let answer = match stored {
                 Some(a) => a,
                 None => {
-                    let (prefix, suffix) =
-                        self.prompt(method, ask.task, ask.opts, material, q, &answering)?;
                     let t = Instant::now();
                     let raw = match answering.labels {
+                        // `frequent` is the count alone: no prompt to read
+                        Some((labels, p)) if p.is_infinite() => {
+                            let chosen = crate::personalize::labels::frequent(labels);
+                            chosen.unwrap_or_default().to_owned()
+                        }
                         Some((labels, p)) => {
+                            let (prefix, suffix) =
+                                self.prompt(method, ask.task, ask.opts, material, q, &answering)?;
                             self.choose_label(&prefix, &suffix, labels, p, &bias)?
                         }
                         None => {
+                            let (prefix, suffix) =
+                                self.prompt(method, ask.task, ask.opts, material, q, &answering)?;
                             self.answer(plan.as_ref(), &bias, &prefix, &suffix, ask.answer_tokens)?
                         }
                     };

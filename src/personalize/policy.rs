@@ -66,9 +66,9 @@ pub enum Way {
         #[serde(default, skip_serializing_if = "is_zero")]
         words: f32,
     },
-    /// The answer the user's history gives most often, equally frequent ones told apart by the
-    /// model's likelihood: the `labels` way with the counts' weight beyond any score
-    /// ([`super::labels::pick`] with an infinite weight); nothing is generated.
+    /// The answer the user's history gives most often, among equally frequent ones the one it gives
+    /// first: the `labels` way with the counts' weight beyond any score ([`super::labels::pick`]
+    /// with an infinite weight); the model is not asked.
     Frequent,
 }
 

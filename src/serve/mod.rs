@@ -37,8 +37,7 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free port; the ready line names it).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Require this key (`Authorization: Bearer KEY`) on every `/v1` request
-    /// [env: CHAMELEON_API_KEY].
+    /// Require this key (`Authorization: Bearer KEY`) on every `/v1` request.
     #[arg(
         long,
         value_name = "KEY",
