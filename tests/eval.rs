@@ -419,7 +419,11 @@ fn frequent_answers_as_the_count_does() {
             .to_string()
     };
     for id in ["2001", "2002", "2003", "2004"] {
-        assert_eq!(answer("labels", id), answer("no-model", id), "question {id}");
+        assert_eq!(
+            answer("labels", id),
+            answer("no-model", id),
+            "question {id}"
+        );
     }
     assert_eq!(answer("labels", "2001"), "sci-fi");
     assert_eq!(answer("labels", "2003"), "true story");
