@@ -651,12 +651,7 @@ impl<'a> Evaluator<'a> {
             for (user, donor) in users.iter().zip(donors(&profiled)) {
                 self.check_interrupt()?;
                 bar.set_message(format!("user {}", user.key));
-                // with no one to lend answers, the control is asked as `instruct` is
-                let material = if counts_only && donor.is_some() {
-                    None
-                } else {
-                    Some(self.personalizer.material(&user.name, &fit_params)?)
-                };
+                let material = self.personalizer.material(&user.name, &fit_params)?;
                 let lent = donor.and_then(|d| profiles[d].as_ref());
                 if lent.is_none() {
                     *no_profile.entry(method).or_default() += 1;
@@ -680,7 +675,7 @@ impl<'a> Evaluator<'a> {
                     Answering::edit(lent.map(|p| (p, s)))
                 };
                 let out = predictions.get_mut(&method).expect("every method");
-                self.answer_user(&ask, method, user, material.as_ref(), answering, out)?;
+                self.answer_user(&ask, method, user, Some(&material), answering, out)?;
             }
             if log_lines {
                 eprintln!(
