@@ -108,7 +108,7 @@ pub fn frequent(labels: &[(String, usize)]) -> Option<&str> {
 /// left as it was), and every answer's model score in `labels`' order; `extra` is scored beside them
 /// (its summed log-probability comes last), so a caller that also wants the likelihood of another
 /// reply reads the prompt once. `None` when `labels` is empty. `frequent` (an infinite `prior`)
-/// with no `extra` needs no model: nothing is read, and the scores are empty.
+/// needs no scores of the answers: only `extra`'s is returned, and with no `extra` nothing is read.
 ///
 /// # Errors
 /// Tokenizing or decoding failing.
@@ -121,8 +121,12 @@ pub fn choose(
     extra: Option<&[Token]>,
     bias: &[(Token, f32)],
 ) -> Result<(Option<String>, Vec<f64>), LlmError> {
-    if prior.is_infinite() && extra.is_none() {
-        return Ok((frequent(labels).map(str::to_owned), Vec::new()));
+    if prior.is_infinite() {
+        let scores = match extra {
+            Some(e) => ctx.score_choices_after_prefix(prompt, &[e.to_vec()], bias)?,
+            None => Vec::new(),
+        };
+        return Ok((frequent(labels).map(str::to_owned), scores));
     }
     let counts: Vec<usize> = labels.iter().map(|(_, n)| *n).collect();
     // each answer's tokens as a reply opens with it (no leading space, no special tokens)
